@@ -1,0 +1,43 @@
+"""The ``latepool`` command line: one subcommand per task, each defined next to its own code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from latepool import __version__
+from latepool.commands import pool as pool_command
+
+SUBCOMMANDS = [pool_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser, with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="latepool",
+        description="Pooling-aware late-interaction (ColBERT) retrieval: pool, evaluate, fine-tune and index.",
+    )
+    parser.add_argument("--version", action="version", version=f"latepool {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in SUBCOMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input, as argparse does)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError, UnicodeDecodeError) as error:
+        print(f"latepool {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

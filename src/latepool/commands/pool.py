@@ -1,0 +1,62 @@
+"""``latepool pool``: encode documents with a ColBERT model, pool them, and report the reduction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from latepool.pooling import KMEANS_BACKENDS, POOL_METHODS, pool_documents
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("pool", help="Encode and pool documents, print vector counts and pooling speed.")
+    parser.add_argument("--model", default="minilm", help="Checkpoint directory, hub id, or 'minilm' (bundled).")
+    parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl ({_id, title, text} per line).")
+    parser.add_argument("--limit", type=int, default=64, help="Documents to encode (default 64).")
+    parser.add_argument("--method", choices=POOL_METHODS, default="kmeans")
+    parser.add_argument("--pool-factor", type=float, default=4.0)
+    parser.add_argument("--backend", choices=KMEANS_BACKENDS, default="torch")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: sentence-transformers' choice).")
+    parser.set_defaults(run=run)
+
+
+def read_corpus_texts(path: Path, limit: int) -> list[str]:
+    """Title + " " + text of the first ``limit`` documents of a BEIR corpus.jsonl."""
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if len(texts) >= limit:
+                break
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from error
+            texts.append(" ".join(part for part in (row.get("title"), row.get("text")) if part).strip())
+    if not texts:
+        raise ValueError(f"{path}: no documents")
+    return texts
+
+
+def run(args: argparse.Namespace) -> int:
+    from latepool.models import load_model
+
+    texts = read_corpus_texts(args.corpus, args.limit)
+    model = load_model(args.model, device=args.device)
+    started = time.perf_counter()
+    embeddings = model.encode_document(texts, batch_size=16, show_progress_bar=True)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with torch.inference_mode():
+        pooled = pool_documents(embeddings, method=args.method, pool_factor=args.pool_factor, backend=args.backend)
+    pool_s = time.perf_counter() - started
+    before, after = sum(len(e) for e in embeddings), sum(len(p) for p in pooled)
+    print(f"documents: {len(texts)}  encode: {encode_s:.1f} s ({len(texts) / encode_s:.1f} docs/s)")
+    print(
+        f"{args.method} PF{args.pool_factor:g} ({args.backend}): {before} -> {after} vectors "
+        f"({before / max(after, 1):.2f}x fewer) in {pool_s:.3f} s ({len(texts) / pool_s:.0f} docs/s)"
+    )
+    return 0

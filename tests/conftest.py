@@ -1,0 +1,186 @@
+"""Shared fixtures: tiny random BERT checkpoints built on the fly, and real data from ../shared."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "with",
+    "by",
+    "as",
+    "at",
+    "from",
+    "that",
+    "this",
+    "which",
+    "be",
+    "are",
+    "were",
+    "it",
+    "its",
+    "has",
+    "have",
+    "cell",
+    "cells",
+    "protein",
+    "gene",
+    "genes",
+    "cancer",
+    "patients",
+    "study",
+    "studies",
+    "treatment",
+    "risk",
+    "disease",
+    "blood",
+    "brain",
+    "effect",
+    "effects",
+    "increase",
+    "increased",
+    "decrease",
+    "reduced",
+    "higher",
+    "lower",
+    "level",
+    "levels",
+    "expression",
+    "mice",
+    "human",
+    "evidence",
+    "claim",
+    "supports",
+    "abstract",
+    "document",
+    "query",
+    "what",
+    "how",
+    "why",
+    "does",
+    "do",
+    "not",
+    "no",
+    "more",
+    "less",
+    "after",
+    "before",
+]
+
+
+def write_tiny_bert(directory: Path, *, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a random BERT with a small word-level vocabulary (a real BertTokenizerFast) to ``directory``."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "[unused1]", *string.punctuation, *WORDS]
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(directory)
+    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(directory)
+    return directory
+
+
+def write_tiny_pylate_colbert(directory: Path, *, embedding_dim: int = 16, seed: int = 0) -> Path:
+    """A checkpoint in PyLate's (v1-3) save format: BERT at the root, ``pylate.models.Dense.Dense`` projection."""
+    from safetensors.torch import save_file
+
+    write_tiny_bert(directory, seed=seed)
+    hidden = json.loads((directory / "config.json").read_text())["hidden_size"]
+    dense = directory / "1_Dense"
+    dense.mkdir()
+    (dense / "config.json").write_text(
+        json.dumps(
+            {
+                "in_features": hidden,
+                "out_features": embedding_dim,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            }
+        )
+    )
+    generator = torch.Generator().manual_seed(seed + 1)
+    save_file(
+        {"linear.weight": torch.randn(embedding_dim, hidden, generator=generator)}, str(dense / "model.safetensors")
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+    ]
+    (directory / "modules.json").write_text(json.dumps(modules))
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    (directory / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {
+                "model_type": "ColBERT",
+                "query_prefix": "[unused0]",
+                "document_prefix": "[unused1]",
+                "query_length": 12,
+                "document_length": 64,
+                "attend_to_expansion_tokens": False,
+                "skiplist_words": list(string.punctuation),
+                "similarity_fn_name": "MaxSim",
+                "prompts": {},
+                "default_prompt_name": None,
+            }
+        )
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pylate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_pylate_colbert(tmp_path_factory.mktemp("tiny_pylate"))
+
+
+@pytest.fixture(scope="session")
+def scifact_texts() -> list[str]:
+    """The first 24 SciFact documents (title + text) from ../shared/data."""
+    corpus = SHARED_DATA / "scifact" / "corpus.jsonl"
+    if not corpus.exists():
+        pytest.skip(f"real data not found at {corpus}")
+    texts = []
+    with corpus.open(encoding="utf-8") as handle:
+        for line, _ in zip(handle, range(24)):
+            row = json.loads(line)
+            texts.append(f"{row['title']} {row['text']}")
+    return texts
+
+
+@pytest.fixture(scope="session")
+def minilm_document_embeddings(scifact_texts: list[str]) -> list[torch.Tensor]:
+    """Real token embeddings: all-MiniLM-L6-v2 ColBERT (64 dims, document length 300) on SciFact."""
+    from latepool.models import load_model
+
+    model = load_model("minilm", device="cpu")
+    return model.encode_document(scifact_texts, batch_size=8)
