@@ -184,3 +184,53 @@ def minilm_document_embeddings(scifact_texts: list[str]) -> list[torch.Tensor]:
 
     model = load_model("minilm", device="cpu")
     return model.encode_document(scifact_texts, batch_size=8)
+
+
+def write_beir_fixture(directory: Path, split: str = "test") -> Path:
+    """A 12-document BEIR-layout collection with 4 queries and graded judgments (0, 1 and 2)."""
+    documents = [
+        ("d0", "Protein study", "the protein expression was increased in human cells after treatment"),
+        ("d1", "Blood", "blood levels of the gene were lower in patients with disease"),
+        ("d2", "", "mice brain cells increase after treatment with more protein"),
+        ("d3", "Cancer risk", "cancer risk was higher in patients with the gene"),
+        ("d4", "Evidence", "this abstract does not support the claim"),
+        ("d5", "Effects", "effects of treatment on blood and brain levels in mice"),
+        ("d6", "Genes", "genes and protein levels were reduced in cancer cells"),
+        ("d7", "Study", "a study of human disease risk and more evidence"),
+        ("d8", "Decrease", "lower expression and reduced levels after the study"),
+        ("d9", "Claim", "what evidence does the document have for the claim"),
+        ("d10", "Mice", "mice with lower blood levels"),
+        ("d11", "Human cells", "human cells have higher expression of the protein"),
+    ]
+    queries = [
+        ("q1", "protein expression in human cells"),
+        ("q2", "cancer risk gene"),
+        ("q3", "blood levels in mice"),
+        ("q4", "evidence for the claim"),
+        ("q5", "a query without judgments"),
+    ]
+    qrels = [
+        ("q1", "d0", 2),
+        ("q1", "d11", 1),
+        ("q2", "d3", 1),
+        ("q2", "d6", 0),
+        ("q3", "d10", 2),
+        ("q3", "d5", 1),
+        ("q4", "d9", 1),
+    ]
+    (directory / "qrels").mkdir(parents=True, exist_ok=True)
+    with (directory / "corpus.jsonl").open("w", encoding="utf-8") as out:
+        for doc_id, title, text in documents:
+            out.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with (directory / "queries.jsonl").open("w", encoding="utf-8") as out:
+        for query_id, text in queries:
+            out.write(json.dumps({"_id": query_id, "text": text}) + "\n")
+    with (directory / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as out:
+        out.write("query-id\tcorpus-id\tscore\n")
+        out.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    return directory
+
+
+@pytest.fixture
+def beir_dir(tmp_path: Path) -> Path:
+    return write_beir_fixture(tmp_path / "fixture")

@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from latepool import __version__
+from latepool.commands import evaluate as evaluate_command
 from latepool.commands import pool as pool_command
 
-SUBCOMMANDS = [pool_command]
+SUBCOMMANDS = [evaluate_command, pool_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

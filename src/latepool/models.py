@@ -185,3 +185,22 @@ class ColBERT:
             token_pooling=token_pooling,
             **kwargs,
         )
+
+
+def set_lengths(model: MultiVectorEncoder, query_length: int | None, document_length: int | None) -> None:
+    """Set a loaded model's query length (and its query-expansion pad target) and document length.
+
+    Args:
+        model: A ``MultiVectorEncoder`` whose first module is its ``Transformer``.
+        query_length: Query tokens, or None to keep the checkpoint's.
+        document_length: Maximum document tokens, or None to keep the checkpoint's.
+    """
+    transformer = model[0]
+    if not isinstance(transformer, Transformer):
+        raise ValueError(f"the model's first module is {type(transformer).__name__}, not a Transformer")
+    if document_length is not None:
+        transformer.document_length = document_length
+    if query_length is not None:
+        transformer.query_length = query_length
+        if transformer.query_expansion is not None:
+            transformer.query_expansion = {**transformer.query_expansion, "length": query_length}

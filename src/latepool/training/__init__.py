@@ -1,0 +1,1 @@
+"""Pooling-aware distillation: mining, teacher scoring, the loss and the training run."""

@@ -1,0 +1,109 @@
+"""``latepool evaluate`` end to end on a tiny model and a BEIR fixture: outputs, PF1 = unpooled, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from latepool.cli import main
+from latepool.commands.evaluate import parse_pool_factors
+from latepool.data import load_beir
+from latepool.evaluation.report import CSV_COLUMNS
+from latepool.evaluation.sweep import SweepConfig, evaluate_documents, sweep_dataset
+from latepool.models import load_model, set_lengths
+
+
+def run_cli(*args: str) -> int:
+    return main(["evaluate", *args])
+
+
+@pytest.fixture
+def evaluated(tiny_pylate_dir: Path, beir_dir: Path, tmp_path: Path) -> Path:
+    output = tmp_path / "out"
+    status = run_cli(
+        "--model",
+        str(tiny_pylate_dir),
+        "--data",
+        f"{beir_dir},{beir_dir}",
+        "--methods",
+        "kmeans,span",
+        "--pool-factors",
+        "1-3",
+        "--query-length",
+        "12",
+        "--document-length",
+        "64",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output",
+        str(output),
+    )
+    assert status == 0
+    return output
+
+
+def test_outputs_schema(evaluated: Path) -> None:
+    with (evaluated / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert len(rows) == 2 * 2 * 3  # datasets x methods x pool factors
+    assert {(r["method"], r["pool_factor"]) for r in rows} == {
+        (m, str(p)) for m in ("kmeans", "span") for p in (1, 2, 3)
+    }
+    for row in rows:
+        assert 0 <= float(row["ndcg@10"]) <= 1 and int(row["bytes_float16"]) == int(row["vectors"]) * 16 * 2
+    payload = json.loads((evaluated / "results.json").read_text())
+    assert payload["config"]["pool_factors"] == [1, 2, 3] and "torch" in payload["versions"]
+    assert len(payload["results"]) == 12
+    runs = sorted(p.name for p in (evaluated / "runs").iterdir())
+    assert "fixture.kmeans.pf2.trec" in runs and len(runs) == 6  # same dataset name twice: same files
+    line = (evaluated / "runs" / "fixture.span.pf3.trec").read_text().splitlines()[0].split()
+    assert line[1] == "Q0" and line[3] == "1" and line[5] == "latepool.span.pf3"
+    table = (evaluated / "table.md").read_text()
+    assert "| Dataset | PF | kmeans | span | mean vector reduction |" in table
+    assert (evaluated / "ndcg.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pool_factor_one_equals_unpooled_evaluation(tiny_pylate_dir: Path, beir_dir: Path, tmp_path: Path) -> None:
+    model = load_model(str(tiny_pylate_dir), device="cpu")
+    set_lengths(model, 12, 64)
+    dataset = load_beir(beir_dir, "test")
+    cells = list(
+        sweep_dataset(
+            model, dataset, SweepConfig(methods=["kmeans", "hierarchical"], pool_factors=[1, 2], cache_dir=tmp_path)
+        )
+    )
+    unpooled = evaluate_documents(
+        dataset, model.encode_query(dataset.query_texts), model.encode_document(dataset.corpus_texts), 100
+    )
+    for cell in (c for c in cells if c.pool_factor == 1):
+        assert cell.metrics == pytest.approx(unpooled.metrics, abs=1e-6)
+        assert cell.vectors == unpooled.vectors
+    pooled = [c for c in cells if c.pool_factor == 2]
+    assert all(c.vectors < unpooled.vectors for c in pooled)
+
+
+def test_bad_arguments_exit_with_a_message(tiny_pylate_dir: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        run_cli("--model", str(tiny_pylate_dir), "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
+        == 2
+    )
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli("--model", "m", "--data", "d", "--output", "o", "--pool-factors", "0-2")
+    with pytest.raises(SystemExit):
+        run_cli("--model", "m", "--data", "d", "--output", "o", "--methods", "kmeans,median")
+    assert parse_pool_factors("1-3,4.5") == [1, 2, 3, 4.5]
+
+
+def test_version_and_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and "latepool" in capsys.readouterr().out
+    assert main([]) == 0
+    assert "evaluate" in capsys.readouterr().out
