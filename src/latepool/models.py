@@ -204,3 +204,50 @@ def set_lengths(model: MultiVectorEncoder, query_length: int | None, document_le
         transformer.query_length = query_length
         if transformer.query_expansion is not None:
             transformer.query_expansion = {**transformer.query_expansion, "length": query_length}
+
+
+def has_projection(model_name_or_path: str | Path) -> bool:
+    """Whether a checkpoint is already a ColBERT (a sentence-transformers / PyLate save or Stanford ColBERT).
+
+    A plain transformer (only ``config.json`` and weights) has no projection yet.
+    """
+    path = Path(model_name_or_path)
+    if path.is_dir():
+        return (path / "modules.json").is_file() or (path / "artifact.metadata").is_file()
+    from huggingface_hub import file_exists
+
+    return any(file_exists(str(model_name_or_path), name) for name in ("modules.json", "artifact.metadata"))
+
+
+def load_student(
+    model_name_or_path: str | Path,
+    *,
+    embedding_dim: int = PAPER_EMBEDDING_DIM,
+    query_length: int = PAPER_QUERY_LENGTH,
+    document_length: int = PAPER_DOCUMENT_LENGTH,
+    seed: int = 0,
+    device: str | None = None,
+) -> MultiVectorEncoder:
+    """The model to fine-tune: a ColBERT checkpoint as it is, or a plain transformer with a new projection.
+
+    Args:
+        model_name_or_path: ``minilm``, a ColBERT checkpoint, or a plain transformer (local or hub).
+        embedding_dim: Projection size for a model that has none yet.
+        query_length / document_length: Lengths applied to the model either way.
+        seed: Seed of a new projection.
+        device: Torch device.
+    """
+    name = str(model_name_or_path)
+    if name.lower() in MINILM_ALIASES or not has_projection(name):  # MiniLM ships as a dense model: new head
+        backbone = minilm_path() if name.lower() in MINILM_ALIASES else name
+        return build_colbert(
+            backbone,
+            embedding_dim=embedding_dim,
+            query_length=query_length,
+            document_length=document_length,
+            seed=seed,
+            device=device,
+        )
+    model = MultiVectorEncoder(name, device=device)
+    set_lengths(model, query_length, document_length)
+    return model

@@ -1,0 +1,168 @@
+"""``latepool train``: pooling-aware distillation with sentence-transformers' trainer.
+
+The student is a ``MultiVectorEncoder``; the loss is :class:`~latepool.training.loss.PoolingDistillKLDivLoss`;
+the loop, checkpointing, mixed precision and multi-GPU (accelerate / torchrun) are the
+sentence-transformers trainer's. An optional dev evaluation after each epoch (NDCG@10 at a chosen
+pool factor) keeps the best epoch. The result is a plain ``MultiVectorEncoder`` save that PyLate
+loads too, with latepool's training settings recorded in its model card and ``latepool_training.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers.base.evaluation import BaseEvaluator
+
+import latepool
+from latepool.data import RetrievalDataset
+from latepool.evaluation.sweep import SweepConfig, evaluate_documents, pool_corpus
+from latepool.training.examples import TrainingExamples
+from latepool.training.loss import PoolingDistillKLDivLoss
+
+
+@dataclass
+class TrainConfig:
+    """The paper's defaults for pooling-aware fine-tuning."""
+
+    pool_method: str = "kmeans"
+    pool_factors: list[float] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    n_ways: int = 16
+    batch_size: int = 16
+    learning_rate: float = 1e-5
+    epochs: float = 3
+    warmup_ratio: float = 0.1
+    max_steps: int = -1
+    normalize_scores: bool = True
+    seed: int = 42
+    save_steps: int = 50
+    eval_pool_factor: float = 4
+    mini_batch_size: int | None = None
+
+
+class PooledRetrievalEvaluator(BaseEvaluator):
+    """NDCG@10 (and the other sweep metrics) on a dev collection with documents pooled at one factor.
+
+    Args:
+        dataset: The dev collection.
+        pool_method: Pooling method (``none`` evaluates unpooled).
+        pool_factor: The factor documents are pooled with.
+        name: Prefix of the reported metrics.
+    """
+
+    def __init__(self, dataset: RetrievalDataset, pool_method: str, pool_factor: float, name: str = "dev") -> None:
+        super().__init__()
+        self.dataset, self.pool_method, self.pool_factor, self.name = dataset, pool_method, pool_factor, name
+        self.primary_metric = "ndcg@10"
+
+    def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        queries = model.encode_query(self.dataset.query_texts, convert_to_numpy=False)
+        documents = model.encode_document(self.dataset.corpus_texts, convert_to_numpy=False)
+        documents = [d.float().cpu() for d in documents]
+        if self.pool_method != "none" and self.pool_factor != 1:
+            documents = pool_corpus(documents, self.pool_method, self.pool_factor, SweepConfig())
+        cell = evaluate_documents(self.dataset, [q.float().cpu() for q in queries], documents, 100)
+        return self.prefix_name_to_metrics(cell.metrics, self.name)
+
+
+def train(
+    model,
+    examples: TrainingExamples,
+    output: Path,
+    config: TrainConfig,
+    dev: RetrievalDataset | None = None,
+    card: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``examples`` and save it to ``output``; resumes from ``output/checkpoints``.
+
+    Args:
+        model: The student ``MultiVectorEncoder``.
+        examples: Distillation examples (see :func:`latepool.training.examples.build_examples`).
+        output: Directory of the final model (checkpoints go to ``output/checkpoints``).
+        config: Hyperparameters.
+        dev: Optional dev collection evaluated after each epoch; the best epoch is kept.
+        card: Provenance recorded in the model card (base model, data, teacher).
+
+    Returns:
+        The training record written to ``output/latepool_training.json``.
+    """
+    from sentence_transformers.multi_vector_encoder import (
+        MultiVectorEncoderTrainer,
+        MultiVectorEncoderTrainingArguments,
+    )
+
+    loss = PoolingDistillKLDivLoss(
+        model,
+        pool_method=config.pool_method,
+        pool_factors=config.pool_factors,
+        normalize_scores=config.normalize_scores,
+        seed=config.seed,
+        mini_batch_size=config.mini_batch_size,
+    )
+    evaluator = PooledRetrievalEvaluator(dev, config.pool_method, config.eval_pool_factor) if dev else None
+    checkpoints = output / "checkpoints"
+    strategy = "epoch" if evaluator else "steps"
+    args = MultiVectorEncoderTrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        warmup_ratio=config.warmup_ratio,
+        max_steps=config.max_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        save_strategy=strategy,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        eval_strategy=strategy if evaluator else "no",
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model="eval_dev_ndcg@10" if evaluator else None,
+        logging_steps=1,
+        report_to="none",
+    )
+    trainer = MultiVectorEncoderTrainer(
+        model=model, args=args, train_dataset=examples.to_dataset(), loss=loss, evaluator=evaluator
+    )
+    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    record = {
+        "latepool_version": latepool.__version__,
+        "training": {**asdict(config), "examples": len(examples), "skipped": dict(examples.skipped)},
+        "provenance": card or {},
+        "global_step": result.global_step,
+        "training_loss": result.training_loss,
+        "resumed": resume,
+    }
+    save_model(model, output, record)
+    return record
+
+
+def save_model(model, output: Path, record: dict[str, Any]) -> None:
+    """Save a loadable ``MultiVectorEncoder`` and record latepool's training settings in its card."""
+    pooling = record["training"]
+    model.model_card_data.add_tags(["latepool", "token-pooling", f"pooling:{pooling['pool_method']}"])
+    model.save(str(output))
+    (output / "latepool_training.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    provenance = record.get("provenance", {})
+    lines = [
+        "",
+        "## latepool pooling-aware training",
+        "",
+        f"- latepool version: {record['latepool_version']}",
+        f"- base model: {provenance.get('base_model', 'unknown')}",
+        f"- training data: {provenance.get('data', 'unknown')} (scores: {provenance.get('scores', 'unknown')})",
+        f"- teacher: {provenance.get('teacher', 'unknown')}",
+        f"- pooling in the loss: {pooling['pool_method']}, "
+        f"pool factor drawn uniformly from {pooling['pool_factors']} per batch",
+        f"- n-ways {pooling['n_ways']}, batch {pooling['batch_size']}, lr {pooling['learning_rate']}, "
+        f"epochs {pooling['epochs']}, warmup {pooling['warmup_ratio']}, max steps {pooling['max_steps']}, "
+        f"normalized scores {pooling['normalize_scores']}, seed {pooling['seed']}",
+        f"- steps run: {record['global_step']}, training loss {record['training_loss']:.4f}",
+        "",
+    ]
+    with (output / "README.md").open("a", encoding="utf-8") as card:
+        card.write("\n".join(lines))
