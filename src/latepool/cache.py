@@ -168,7 +168,8 @@ def _encode_shards(model, texts, task, partial: Path, identity, batch_size, shar
     identity_path.write_text(json.dumps(identity, sort_keys=True))
     encode = model.encode_query if task == "query" else model.encode_document
     starts = range(0, len(texts), shard_size)
-    progress = tqdm(total=len(texts), desc=f"Encoding {task}s", unit=task, disable=not show_progress_bar)
+    noun = "queries" if task == "query" else "documents"
+    progress = tqdm(total=len(texts), desc=f"Encoding {noun}", unit=task, disable=not show_progress_bar)
     for number, start in enumerate(starts):
         shard = partial / f"shard-{number:05d}.npz"
         chunk = texts[start : start + shard_size]

@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--document-length", type=int, default=300)
     parser.add_argument("--embedding-dim", type=int, default=64, help="Projection size for a model without one.")
     parser.add_argument("--normalize-scores", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=1.0,
+        help="Softmax temperature of the teacher scores (lower sharpens; e.g. 0.05 for cosines).",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--save-steps", type=int, default=50)
     parser.add_argument("--eval-data", default=None, help="BEIR dev collection evaluated after each epoch.")
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_steps=args.save_steps,
         eval_pool_factor=args.eval_pool_factor,
+        teacher_temperature=args.teacher_temperature,
     )
     card = {
         "base_model": args.model,

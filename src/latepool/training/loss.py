@@ -123,6 +123,7 @@ class PoolingDistillKLDivLoss(MultiVectorDistillKLDivLoss):
         normalize_scores: Min-max normalize student scores per query before the softmax. Default True.
         seed: Seed of the draws.
         temperature: Softmax temperature for both sides (sentence-transformers' meaning).
+        teacher_temperature: Teacher-side override (e.g. 0.05 for a bi-encoder's cosine scores).
         mini_batch_size: Rows per forward pass (sentence-transformers' meaning).
 
     Example::
@@ -140,10 +141,17 @@ class PoolingDistillKLDivLoss(MultiVectorDistillKLDivLoss):
         normalize_scores: bool = True,
         seed: int = 42,
         temperature: float = 1.0,
+        teacher_temperature: float | None = None,
         mini_batch_size: int | None = None,
     ) -> None:
         scores = PooledMaxSimScores(pool_method, pool_factors, normalize_scores=normalize_scores, seed=seed)
-        super().__init__(model, similarity_fct=scores, temperature=temperature, mini_batch_size=mini_batch_size)
+        super().__init__(
+            model,
+            similarity_fct=scores,
+            temperature=temperature,
+            teacher_temperature=teacher_temperature,
+            mini_batch_size=mini_batch_size,
+        )
         self.pooled_scores = scores
 
     def get_config_dict(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class TrainConfig:
     save_steps: int = 50
     eval_pool_factor: float = 4
     mini_batch_size: int | None = None
+    teacher_temperature: float = 1.0
 
 
 class PooledRetrievalEvaluator(BaseEvaluator):
@@ -101,6 +102,7 @@ def train(
         normalize_scores=config.normalize_scores,
         seed=config.seed,
         mini_batch_size=config.mini_batch_size,
+        teacher_temperature=config.teacher_temperature,
     )
     evaluator = PooledRetrievalEvaluator(dev, config.pool_method, config.eval_pool_factor) if dev else None
     checkpoints = output / "checkpoints"
