@@ -7,6 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
+from latepool.index import Index
 from latepool.pooling import (
     HierarchicalTokenPooling,
     KMeansTokenPooling,
@@ -14,4 +15,11 @@ from latepool.pooling import (
     pool_documents,
 )
 
-__all__ = ["HierarchicalTokenPooling", "KMeansTokenPooling", "SpanTokenPooling", "__version__", "pool_documents"]
+__all__ = [
+    "Index",
+    "HierarchicalTokenPooling",
+    "KMeansTokenPooling",
+    "SpanTokenPooling",
+    "__version__",
+    "pool_documents",
+]

@@ -8,12 +8,24 @@ from collections.abc import Sequence
 
 from latepool import __version__
 from latepool.commands import evaluate as evaluate_command
+from latepool.commands import index as index_command
 from latepool.commands import mine as mine_command
 from latepool.commands import pool as pool_command
 from latepool.commands import score as score_command
+from latepool.commands import search as search_command
+from latepool.commands import serve as serve_command
 from latepool.commands import train as train_command
 
-SUBCOMMANDS = [evaluate_command, pool_command, mine_command, score_command, train_command]
+SUBCOMMANDS = [
+    evaluate_command,
+    pool_command,
+    mine_command,
+    score_command,
+    train_command,
+    index_command,
+    search_command,
+    serve_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -222,3 +222,36 @@ def load_beir_hub(name: str, split: str = "test") -> RetrievalDataset:
     corpus = [(row["_id"], document_text(row)) for row in read_jsonl(_existing(documents / "corpus.jsonl"))]
     queries = [(row["_id"], row.get("text") or "") for row in read_jsonl(_existing(documents / "queries.jsonl"))]
     return _assemble(name, corpus, queries, read_qrels(_existing(judgments / f"{split}.tsv")), f"BeIR/{name}")
+
+
+def read_corpus(path: str | Path) -> tuple[list[str], list[str]]:
+    """Documents to index: ``(ids, texts)`` from a BEIR directory, a BEIR ``corpus.jsonl``, or a
+    jsonl / parquet file of ``{id, text[, title]}`` (``_id`` accepted for ``id``).
+
+    Texts are ``title + " " + text``. Raises ``FileNotFoundError`` / ``ValueError`` naming the file
+    (and line) for missing files, malformed or non-UTF-8 lines, missing fields and duplicate ids.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = _existing(path / "corpus.jsonl")
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus not found: {path}")
+    if path.suffix == ".parquet":
+        rows = [(str(row.get("id", row.get("_id"))), row) for row in _read_parquet_rows([path])]
+    else:
+        rows = []
+        for number, line in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from error
+            if not isinstance(row, dict) or ("id" not in row and "_id" not in row) or "text" not in row:
+                raise ValueError(f"{path}:{number}: expected an object with 'id' (or '_id') and 'text' fields")
+            rows.append((str(row.get("id", row.get("_id"))), row))
+    ids = [identifier for identifier, _ in rows]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"{path}: duplicate document id {duplicate!r}")
+    return ids, [document_text(row) for _, row in rows]

@@ -1,0 +1,71 @@
+"""``latepool search``: query an index (or a Qdrant collection) with one text or a queries file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("search", help="Search an index with a query or a queries.jsonl file.")
+    parser.add_argument("--index", type=Path, required=True, help="The index (its model encodes the queries).")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", help="One query text.")
+    what.add_argument("--queries", type=Path, help="queries.jsonl ({_id, text}); writes a TREC run to --output.")
+    parser.add_argument("-k", type=int, default=None, help="Hits per query (default 10, or 100 with --queries).")
+    parser.add_argument("--output", type=Path, default=None, help="TREC run file for --queries.")
+    parser.add_argument("--json", action="store_true", help="Print hits as JSON.")
+    parser.add_argument("--model", default=None, help="Override the manifest's model.")
+    parser.add_argument("--candidates", action="store_true", help="Use centroid candidate generation first.")
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--rescore", type=int, default=1024)
+    parser.add_argument("--qdrant", default=None, help="Search this Qdrant URL instead (needs --collection).")
+    parser.add_argument("--qdrant-path", default=None, help="Search this local Qdrant store instead.")
+    parser.add_argument("--collection", default=None)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from latepool.commands.index import _open
+    from latepool.data import read_jsonl
+    from latepool.evaluation.report import write_trec_run
+
+    k = args.k or (100 if args.queries else 10)
+    if args.queries and not args.output:
+        raise ValueError("--queries needs --output for the TREC run")
+    if args.queries:
+        rows = list(read_jsonl(args.queries))
+        ids, texts = [r["_id"] for r in rows], [r.get("text") or "" for r in rows]
+    else:
+        ids, texts = ["query"], [args.query]
+    index = _open(args.index, args.model)
+    if args.qdrant or args.qdrant_path:
+        hits = _search_qdrant(index, args, texts, k)
+    else:
+        hits = index.search(texts, k, candidates=args.candidates, nprobe=args.nprobe, rescore=args.rescore)
+    if args.output:
+        run_scores = {qid: dict(h) for qid, h in zip(ids, hits)}
+        write_trec_run(args.output, run_scores, "latepool")
+        print(f"wrote {len(ids)} queries x top {k} to {args.output}")
+    elif args.json:
+        print(json.dumps([{"id": d, "score": s} for d, s in hits[0]]))
+    else:
+        for rank, (doc_id, score) in enumerate(hits[0], start=1):
+            print(f"{rank:>3}  {score:9.4f}  {doc_id}")
+    return 0
+
+
+def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
+    from latepool.index.qdrant import connect, search_qdrant
+
+    if not args.collection:
+        raise ValueError("--qdrant/--qdrant-path needs --collection")
+    if any(not t.strip() for t in texts):
+        raise ValueError("queries must be non-empty texts")
+    embeddings = [e.float().cpu() for e in index.model().encode_query(texts, convert_to_numpy=False)]
+    client = connect(url=args.qdrant, path=args.qdrant_path)
+    try:
+        return search_qdrant(client, args.collection, embeddings, k)
+    finally:
+        client.close()
