@@ -61,13 +61,14 @@ class PackedDocuments:
             while stop < len(order) and (stop - start + 1) * max(int(lengths[order[stop]]), 1) <= block_tokens:
                 stop += 1
             members = order[start:stop]
-            blocks.append(_pad_block([documents[i] for i in members], device))
+            blocks.append(pad_block([documents[i] for i in members], device))
             block_ids.append(torch.tensor(members, device=device))
             start = stop
         return cls(blocks, block_ids, len(documents))
 
 
-def _pad_block(documents: list[Tensor], device: str | torch.device) -> Tensor:
+def pad_block(documents: list[Tensor], device: str | torch.device) -> Tensor:
+    """``(count, max_len, dim + 1)`` float32 documents with the masking coordinate (0 real, very negative padding)."""
     width = max(max(len(document) for document in documents), 1)
     dim = documents[0].shape[-1]
     block = torch.zeros(len(documents), width, dim + 1, device=device)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from latepool.scoring import pad_block
+
 
 def default_num_centroids(num_vectors: int) -> int:
     """A power of two near ``4 * sqrt(num_vectors)``, between 16 and 65,536 (at most one per vector)."""
@@ -70,12 +72,15 @@ class CandidateIndex:
         vectors: ``(rows, dim)`` all live vectors, grouped by centroid.
         vector_docs: ``(rows,)`` document index of each of those vectors.
         list_offsets: ``(C + 1,)``: centroid ``c``'s vectors are rows ``list_offsets[c]:list_offsets[c + 1]``.
+        padded: ``(num_docs, max_len, dim + 1)`` documents for exact rescoring, with the masking
+            coordinate of :mod:`latepool.scoring` (0 for real vectors, a large negative for padding).
     """
 
     centroids: Tensor
     vectors: Tensor
     vector_docs: Tensor
     list_offsets: Tensor
+    padded: Tensor
 
     @classmethod
     def build(cls, documents: list[Tensor], centroids: Tensor) -> CandidateIndex:
@@ -87,7 +92,15 @@ class CandidateIndex:
         offsets = torch.zeros(len(centroids) + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(torch.bincount(codes, minlength=len(centroids)), 0)
         docs = torch.repeat_interleave(torch.arange(len(documents)), lengths)
-        return cls(centroids, vectors[order].contiguous(), docs[order].contiguous(), offsets)
+        padded = pad_block(documents, "cpu") if documents else torch.zeros(0, 1, centroids.shape[1] + 1)
+        return cls(centroids, vectors[order].contiguous(), docs[order].contiguous(), offsets, padded)
+
+    def rescore(self, query: Tensor, docs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Exact MaxSim of one query against the documents ``docs``; returns the top-k (scores, docs)."""
+        extended = torch.cat([query.float(), torch.ones(len(query), 1)], dim=1)  # (len, dim + 1)
+        scores = (self.padded[docs] @ extended.T).amax(dim=1).sum(dim=1)
+        best = scores.topk(min(k, len(docs)))
+        return best.values, docs[best.indices]
 
     def candidates(self, query: Tensor, nprobe: int, rescore: int) -> Tensor:
         """Indices of the ``rescore`` documents with the best partial MaxSim for one ``(len, dim)`` query."""

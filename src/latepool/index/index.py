@@ -274,11 +274,11 @@ class Index:
 
     @staticmethod
     def _search_candidates(snapshot: _Snapshot, query: Tensor, k: int, nprobe: int, rescore: int) -> list[Hit]:
-        docs = snapshot.candidates.candidates(query, nprobe, max(rescore, k)).tolist()
-        if not docs:
+        docs = snapshot.candidates.candidates(query, nprobe, max(rescore, k))
+        if len(docs) == 0:
             return []
-        scores, indices = maxsim_topk([query], [snapshot.documents[d] for d in docs], k)
-        return [(snapshot.ids[docs[i]], s) for s, i in zip(scores[0].tolist(), indices[0].tolist())]
+        scores, best = snapshot.candidates.rescore(query, docs, k)
+        return [(snapshot.ids[d], s) for s, d in zip(scores.tolist(), best.tolist())]
 
     # ----- updates -----------------------------------------------------------------------------
     def add(self, ids: list[str], texts: list[str], *, replace: bool = False, batch_size: int = 32) -> None:

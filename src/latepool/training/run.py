@@ -112,7 +112,7 @@ def train(
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
         max_steps=config.max_steps,
         seed=config.seed,
         data_seed=config.seed,
