@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 NANOBEIR_REPO = "sentence-transformers/NanoBEIR-en"
 NANOBEIR_NAMES = {
@@ -117,15 +118,20 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise ValueError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from error
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Objects of a JSON-lines file that each have a string ``_id``; blank lines are skipped."""
+def _json_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """Numbered JSON values of a JSON-lines file; blank lines are skipped, bad JSON names file and line."""
     for number, line in _lines(path):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from error
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Objects of a JSON-lines file that each have an ``_id`` (made a string); blank lines are skipped."""
+    for number, row in _json_objects(path):
         if not isinstance(row, dict) or "_id" not in row:
             raise ValueError(f"{path}:{number}: expected an object with an '_id' field")
         row["_id"] = str(row["_id"])
@@ -240,13 +246,7 @@ def read_corpus(path: str | Path) -> tuple[list[str], list[str]]:
         rows = [(str(row.get("id", row.get("_id"))), row) for row in _read_parquet_rows([path])]
     else:
         rows = []
-        for number, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from error
+        for number, row in _json_objects(path):
             if not isinstance(row, dict) or ("id" not in row and "_id" not in row) or "text" not in row:
                 raise ValueError(f"{path}:{number}: expected an object with 'id' (or '_id') and 'text' fields")
             rows.append((str(row.get("id", row.get("_id"))), row))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -84,30 +85,27 @@ def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_n
         One :class:`CellResult` per (method, pool factor), methods in order, pool factors ascending.
     """
     transformer = model[0]
-    fingerprint = model_fingerprint(model)
-    started = time.perf_counter()
-    documents = cached_encode(
+    encode = partial(
+        cached_encode,
         model,
+        cache_root=config.cache_dir,
+        batch_size=config.batch_size,
+        model_name=model_name,
+        model_hash=model_fingerprint(model),
+    )
+    started = time.perf_counter()
+    documents = encode(
         dataset.corpus_ids,
         dataset.corpus_texts,
         task="document",
-        cache_root=config.cache_dir,
         max_length=getattr(transformer, "document_length", None),
-        batch_size=config.batch_size,
-        model_name=model_name,
-        model_hash=fingerprint,
     ).tensors()
-    queries = cached_encode(
-        model,
+    queries = encode(
         dataset.query_ids,
         dataset.query_texts,
         task="query",
-        cache_root=config.cache_dir,
-        max_length=getattr(transformer, "query_length", None),
-        batch_size=config.batch_size,
-        model_name=model_name,
-        model_hash=fingerprint,
         show_progress_bar=False,
+        max_length=getattr(transformer, "query_length", None),
     ).tensors()
     encode_s = time.perf_counter() - started
 
