@@ -87,7 +87,7 @@ def main() -> None:
             f"{len(queries) / brute_s:.1f} queries/s; ratio {brute_s / exact_s:.2f}x"
         )
         print(f"{len(index._snapshot.candidates.centroids)} centroids over {index.manifest['vector_count']} vectors")
-        for nprobe, rescore in ((8, 256), (16, 512), (32, 1024), (64, 1024)):
+        for nprobe, rescore in ((16, 512), (32, 1024), (64, 1024), (64, 2048), (128, 2048)):
             started = time.perf_counter()
             approximate = index.search_embeddings(queries, 10, candidates=True, nprobe=nprobe, rescore=rescore)
             seconds = time.perf_counter() - started

@@ -229,8 +229,8 @@ class Index:
         k: int = 10,
         *,
         candidates: bool = False,
-        nprobe: int = 32,
-        rescore: int = 1024,
+        nprobe: int = 64,
+        rescore: int = 2048,
     ) -> list[list[Hit]]:
         """Top-k documents of each query text by MaxSim (exact, or over generated candidates).
 
@@ -254,7 +254,7 @@ class Index:
         )
 
     def search_embeddings(
-        self, queries: list[Tensor], k: int = 10, *, candidates: bool = False, nprobe: int = 32, rescore: int = 1024
+        self, queries: list[Tensor], k: int = 10, *, candidates: bool = False, nprobe: int = 64, rescore: int = 2048
     ) -> list[list[Hit]]:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
