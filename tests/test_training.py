@@ -351,3 +351,36 @@ def test_interrupted_training_resumes_from_its_checkpoint(
     assert main([*arguments, "--max-steps", "3"]) == 0
     record = json.loads((tmp_path / "model" / "latepool_training.json").read_text())
     assert record["resumed"] is True and record["global_step"] == 3
+
+
+def test_llm_reranker_teacher_scores_the_yes_logit(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from latepool.training.teachers import LLMRerankerTeacher
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    directory = tmp_path / "llm"
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    assert detect_teacher_type(str(directory)) == "llm-reranker"
+    teacher = LLMRerankerTeacher(str(directory), device="cpu", batch_size=2)
+    documents = ["the protein expression was increased", "blood levels", "mice"]
+    scores = teacher.score("protein in cells", documents)
+    assert len(scores) == 3
+    model = LlamaForCausalLM.from_pretrained(directory).eval()
+    for document, score in zip(documents, scores):
+        inputs = teacher.tokenizer(teacher.prompt("protein in cells", document), return_tensors="pt")
+        with torch.no_grad():
+            expected = model(**inputs).logits[0, -1, teacher.yes_id].item()
+        assert score == pytest.approx(expected, abs=1e-4)  # left padding does not change the last logit
+    assert teacher.prompt("q", "p").startswith("A: q\nB: p\nGiven a query A and a passage B")

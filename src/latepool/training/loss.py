@@ -51,6 +51,9 @@ class PooledMaxSimScores:
 
     Attributes:
         last_pool_factor: The factor drawn for the latest batch.
+
+    The draws restart from ``seed`` when a run resumes from a checkpoint (the trainer restores the
+    model, optimizer and data order, not this generator).
     """
 
     def __init__(
