@@ -28,10 +28,10 @@ def load_embeddings(corpus: Path, count: int, cache_dir: Path) -> list[torch.Ten
     cache = cache_dir / f"scifact-minilm-300-{count}.pt"
     if cache.exists():
         return torch.load(cache)
-    from latepool.commands.pool import read_corpus_texts
+    from latepool.data import read_corpus
     from latepool.models import load_model
 
-    texts = read_corpus_texts(corpus, count)
+    texts = read_corpus(corpus)[1][:count]
     model = load_model("minilm", device="cpu")
     started = time.perf_counter()
     embeddings = [e.cpu() for e in model.encode_document(texts, batch_size=32, show_progress_bar=True)]

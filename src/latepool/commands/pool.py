@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -15,7 +14,9 @@ from latepool.pooling import KMEANS_BACKENDS, POOL_METHODS, pool_documents
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("pool", help="Encode and pool documents, print vector counts and pooling speed.")
     parser.add_argument("--model", default="minilm", help="Checkpoint directory, hub id, or 'minilm' (bundled).")
-    parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl ({_id, title, text} per line).")
+    parser.add_argument(
+        "--corpus", type=Path, required=True, help="BEIR dir or corpus.jsonl, or jsonl/parquet of {id, text[, title]}."
+    )
     parser.add_argument("--limit", type=int, default=64, help="Documents to encode (default 64).")
     parser.add_argument("--method", choices=POOL_METHODS, default="kmeans")
     parser.add_argument("--pool-factor", type=float, default=4.0)
@@ -24,27 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def read_corpus_texts(path: Path, limit: int) -> list[str]:
-    """Title + " " + text of the first ``limit`` documents of a BEIR corpus.jsonl."""
-    texts = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if len(texts) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not a JSON object ({error.msg})") from error
-            texts.append(" ".join(part for part in (row.get("title"), row.get("text")) if part).strip())
-    if not texts:
-        raise ValueError(f"{path}: no documents")
-    return texts
-
-
 def run(args: argparse.Namespace) -> int:
+    from latepool.data import read_corpus
     from latepool.models import load_model
 
-    texts = read_corpus_texts(args.corpus, args.limit)
+    texts = read_corpus(args.corpus)[1][: args.limit]
     model = load_model(args.model, device=args.device)
     started = time.perf_counter()
     embeddings = model.encode_document(texts, batch_size=16, show_progress_bar=True)

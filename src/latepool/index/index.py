@@ -126,7 +126,8 @@ class Index:
             show_progress_bar: Show encoding progress.
         """
         path = Path(path)
-        _check_build_arguments(path, ids, texts, pool_method, dtype, overwrite)
+        _check_target(path, pool_method, dtype, overwrite)
+        _check_documents(ids, texts)
         documents = encode_and_pool(model, texts, pool_method, pool_factor, batch_size, show_progress_bar)
         settings = _model_settings(model, model_name) | {
             "pool_method": pool_method,
@@ -149,7 +150,9 @@ class Index:
     ) -> Index:
         """Write already pooled ``documents`` as a new index (``settings``: model, lengths, pooling, dtype)."""
         path = Path(path)
-        _check_build_arguments(path, ids, ["x"] * len(ids), settings["pool_method"], settings["dtype"], overwrite)
+        _check_target(path, settings["pool_method"], settings["dtype"], overwrite)
+        if not ids or len(set(ids)) != len(ids) or len(ids) != len(documents):
+            raise ValueError("give one unique id per document, and at least one document")
         if len({d.shape[1] for d in documents}) != 1:
             raise ValueError("documents must share one embedding dimension")
         manifest = {
@@ -412,6 +415,8 @@ def _model_settings(model, model_name: str) -> dict[str, Any]:
 
 
 def _check_documents(ids: list[str], texts: list[str]) -> None:
+    if not ids:
+        raise ValueError("no documents given")
     if len(ids) != len(texts):
         raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
     if len(set(ids)) != len(ids):
@@ -421,7 +426,7 @@ def _check_documents(ids: list[str], texts: list[str]) -> None:
         raise ValueError(f"{len(empty)} documents have empty text (first: {empty[0]!r})")
 
 
-def _check_build_arguments(path: Path, ids, texts, pool_method: str, dtype: str, overwrite: bool) -> None:
+def _check_target(path: Path, pool_method: str, dtype: str, overwrite: bool) -> None:
     if (path / "manifest.json").is_file() and not overwrite:
         raise ValueError(f"{path} already holds an index; pass overwrite to replace it")
     if path.exists() and not path.is_dir():
@@ -430,9 +435,6 @@ def _check_build_arguments(path: Path, ids, texts, pool_method: str, dtype: str,
         raise ValueError(f"pool_method must be one of {POOL_METHODS}, got {pool_method!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if not ids:
-        raise ValueError("no documents to index")
-    _check_documents(ids, texts)
 
 
 def _copy_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
