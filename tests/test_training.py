@@ -384,3 +384,21 @@ def test_llm_reranker_teacher_scores_the_yes_logit(tiny_bert_dir: Path, tmp_path
             expected = model(**inputs).logits[0, -1, teacher.yes_id].item()
         assert score == pytest.approx(expected, abs=1e-4)  # left padding does not change the last logit
     assert teacher.prompt("q", "p").startswith("A: q\nB: p\nGiven a query A and a passage B")
+
+
+def test_embedding_teachers_encode_each_document_once(tiny_pylate_dir: Path) -> None:
+    from latepool.training.teachers import ColBERTTeacher
+
+    teacher = ColBERTTeacher(str(tiny_pylate_dir), device="cpu")
+    calls: list[int] = []
+    encode = teacher._encode
+    teacher._encode = lambda texts: calls.append(len(texts)) or encode(texts)
+    documents = ["protein expression in cells", "blood levels", "mice"]
+    first = teacher.score("protein", documents)
+    second = teacher.score("protein", [documents[2], documents[0], "a new document"])
+    assert calls == [3, 1]  # only the unseen document is encoded the second time
+    expected = teacher.model.similarity(
+        teacher.model.encode_query(["protein"]), teacher.model.encode_document(documents)
+    )
+    assert first == pytest.approx(expected[0].tolist(), abs=1e-5)
+    assert second[:2] == pytest.approx([first[2], first[0]], abs=1e-6)

@@ -91,6 +91,7 @@ class Index:
         self.path = Path(path)
         self._snapshot = snapshot
         self._model = model
+        self._checked_model = None
         self._write_lock = threading.Lock()
 
     # ----- creation and loading -------------------------------------------------------------
@@ -223,7 +224,9 @@ class Index:
             if not name:
                 raise ValueError(f"{self.path}: the manifest names no model; pass one to Index.open(model=...)")
             self._model = load_model(name)
-        check_model(self._model, self.manifest)
+        if self._model is not self._checked_model:  # once per model, not on every search
+            check_model(self._model, self.manifest)
+            self._checked_model = self._model
         return self._model
 
     def search(
@@ -395,23 +398,27 @@ def encode_and_pool(
 
 def check_model(model, manifest: dict[str, Any]) -> None:
     """Raise ``ValueError`` when ``model``'s dimension or lengths differ from the index's."""
-    settings = _model_settings(model, manifest.get("model", ""))
+    settings = _model_shape(model)
     for key in ("dim", "query_length", "document_length"):
         if manifest.get(key) is not None and settings.get(key) is not None and settings[key] != manifest[key]:
             raise ValueError(f"the model's {key} is {settings[key]}, the index was built with {manifest[key]}")
 
 
-def _model_settings(model, model_name: str) -> dict[str, Any]:
-    from latepool.cache import model_fingerprint
-
+def _model_shape(model) -> dict[str, Any]:
+    """The settings an index depends on: embedding dimension, query and document lengths."""
     transformer = model[0]
     return {
-        "model": str(model_name),
-        "model_hash": model_fingerprint(model),
         "query_length": getattr(transformer, "query_length", None),
         "document_length": getattr(transformer, "document_length", None),
         "dim": model.get_embedding_dimension(),
     }
+
+
+def _model_settings(model, model_name: str) -> dict[str, Any]:
+    """What a manifest records about the model: name, weights hash and shape."""
+    from latepool.cache import model_fingerprint
+
+    return {"model": str(model_name), "model_hash": model_fingerprint(model), **_model_shape(model)}
 
 
 def _check_documents(ids: list[str], texts: list[str]) -> None:

@@ -69,6 +69,17 @@ def detect_teacher_type(name_or_path: str) -> str:
     raise ValueError(f"cannot tell which kind of teacher {name_or_path!r} is; pass --teacher-type {TEACHER_TYPES}")
 
 
+def _memoized(memo: dict[str, object], texts: list[str], encode) -> list:
+    """Embeddings of ``texts``, encoding (with ``encode(list_of_texts)``) only those not in ``memo``.
+
+    Mined candidates repeat across queries, so each document is encoded once per run.
+    """
+    missing = list(dict.fromkeys(t for t in texts if t not in memo))
+    if missing:
+        memo.update(zip(missing, encode(missing)))
+    return [memo[t] for t in texts]
+
+
 class CrossEncoderTeacher:
     """A sentence-transformers ``CrossEncoder``; scores are its raw logits."""
 
@@ -128,18 +139,12 @@ class BiEncoderTeacher:
         self.batch_size = batch_size
         self._documents: dict[str, torch.Tensor] = {}
 
-    def _embed(self, texts: list[str]) -> torch.Tensor:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._documents))
-        if missing:
-            vectors = self.model.encode(
-                missing, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True
-            )
-            self._documents.update(zip(missing, vectors))
-        return torch.stack([self._documents[t] for t in texts])
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True)
 
     def score(self, query: str, documents: list[str]) -> list[float]:
-        query_vector = self.model.encode([query], convert_to_tensor=True, normalize_embeddings=True)[0]
-        return (self._embed(documents) @ query_vector).tolist()
+        query_vector = self._encode([query])[0]
+        return (torch.stack(_memoized(self._documents, documents, self._encode)) @ query_vector).tolist()
 
 
 class ColBERTTeacher:
@@ -150,10 +155,14 @@ class ColBERTTeacher:
 
         self.model = load_model(name_or_path, device=device)
         self.batch_size = batch_size
+        self._documents: dict[str, torch.Tensor] = {}
+
+    def _encode(self, texts: list[str]) -> list[torch.Tensor]:
+        return self.model.encode_document(texts, batch_size=self.batch_size)
 
     def score(self, query: str, documents: list[str]) -> list[float]:
         query_embeddings = self.model.encode_query([query])
-        document_embeddings = self.model.encode_document(documents, batch_size=self.batch_size)
+        document_embeddings = _memoized(self._documents, documents, self._encode)
         return self.model.similarity(query_embeddings, document_embeddings)[0].tolist()
 
 
