@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sentence_transformers.util import maxsim
 
-from latepool.cache import cached_encode, model_fingerprint
 from latepool.commands.evaluate import DEFAULT_CACHE
 from latepool.data import load_dataset
+from latepool.evaluation.sweep import encode_dataset
 from latepool.models import load_model
 from latepool.scoring import PackedDocuments, maxsim_topk
 
@@ -37,15 +37,8 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_dataset(args.data, "test")
-    model = load_model("minilm", device="cpu")
-    fingerprint = model_fingerprint(model)
-    encode = dict(cache_root=args.cache_dir, model_hash=fingerprint, model_name="minilm")
-    documents = cached_encode(
-        model, dataset.corpus_ids, dataset.corpus_texts, task="document", max_length=300, **encode
-    ).tensors()
-    queries = cached_encode(
-        model, dataset.query_ids, dataset.query_texts, task="query", max_length=48, **encode
-    ).tensors()
+    model = load_model("minilm", device="cpu")  # query length 48, document length 300
+    documents, queries = encode_dataset(model, dataset, args.cache_dir, model_name="minilm")
     queries = queries[: args.queries]
     tokens = sum(len(d) for d in documents)
     flops = 2 * sum(len(q) for q in queries) * tokens * documents[0].shape[1]

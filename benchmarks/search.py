@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sentence_transformers.util import maxsim
 
-from latepool.cache import cached_encode, model_fingerprint
+from latepool.cache import model_fingerprint
 from latepool.commands.evaluate import DEFAULT_CACHE
 from latepool.data import load_dataset
-from latepool.evaluation.sweep import SweepConfig, pool_corpus
+from latepool.evaluation.sweep import SweepConfig, encode_dataset, pool_corpus
 from latepool.index import Index
 from latepool.models import load_model
 
@@ -42,21 +42,15 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_dataset(args.data, "test")
-    model = load_model("minilm", device="cpu")
-    common = dict(cache_root=args.cache_dir, model_hash=model_fingerprint(model), model_name="minilm")
-    documents = cached_encode(
-        model, dataset.corpus_ids, dataset.corpus_texts, task="document", max_length=300, **common
-    ).tensors()
-    queries = cached_encode(
-        model, dataset.query_ids, dataset.query_texts, task="query", max_length=48, **common
-    ).tensors()
+    model = load_model("minilm", device="cpu")  # query length 48, document length 300
+    documents, queries = encode_dataset(model, dataset, args.cache_dir, model_name="minilm")
     started = time.perf_counter()
     pooled = pool_corpus(documents, "kmeans", 4, SweepConfig())
     print(f"pooled {len(pooled)} documents with k-means PF4 in {time.perf_counter() - started:.1f} s")
     unpooled_bytes = sum(len(d) for d in documents) * documents[0].shape[1] * 4
     settings = {
         "model": "minilm",
-        "model_hash": common["model_hash"],
+        "model_hash": model_fingerprint(model),
         "query_length": 48,
         "document_length": 300,
         "pool_method": "kmeans",

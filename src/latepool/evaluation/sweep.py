@@ -72,28 +72,25 @@ class CellResult:
         }
 
 
-def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_name: str = "") -> Iterator[CellResult]:
-    """Evaluate ``model`` on ``dataset`` for every method and pool factor of ``config``.
+def encode_dataset(
+    model, dataset: RetrievalDataset, cache_dir: Path, batch_size: int = 32, model_name: str = ""
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Token embeddings of a collection's documents and queries, through the embedding cache.
 
-    Args:
-        model: A ``MultiVectorEncoder``.
-        dataset: The collection.
-        config: Methods, pool factors and settings.
-        model_name: Recorded in the cache manifests.
+    Lengths come from the model's ``Transformer`` (``document_length``, ``query_length``).
 
-    Yields:
-        One :class:`CellResult` per (method, pool factor), methods in order, pool factors ascending.
+    Returns:
+        ``(documents, queries)``: float32 ``(n_i, dim)`` tensors in the dataset's order.
     """
     transformer = model[0]
     encode = partial(
         cached_encode,
         model,
-        cache_root=config.cache_dir,
-        batch_size=config.batch_size,
+        cache_root=cache_dir,
+        batch_size=batch_size,
         model_name=model_name,
         model_hash=model_fingerprint(model),
     )
-    started = time.perf_counter()
     documents = encode(
         dataset.corpus_ids,
         dataset.corpus_texts,
@@ -107,6 +104,23 @@ def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_n
         show_progress_bar=False,
         max_length=getattr(transformer, "query_length", None),
     ).tensors()
+    return documents, queries
+
+
+def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_name: str = "") -> Iterator[CellResult]:
+    """Evaluate ``model`` on ``dataset`` for every method and pool factor of ``config``.
+
+    Args:
+        model: A ``MultiVectorEncoder``.
+        dataset: The collection.
+        config: Methods, pool factors and settings.
+        model_name: Recorded in the cache manifests.
+
+    Yields:
+        One :class:`CellResult` per (method, pool factor), methods in order, pool factors ascending.
+    """
+    started = time.perf_counter()
+    documents, queries = encode_dataset(model, dataset, config.cache_dir, config.batch_size, model_name)
     encode_s = time.perf_counter() - started
 
     unpooled = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from latepool.scoring import pad_block
+from latepool.scoring import pack_queries, pad_block
 
 
 def default_num_centroids(num_vectors: int) -> int:
@@ -97,7 +97,7 @@ class CandidateIndex:
 
     def rescore(self, query: Tensor, docs: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Exact MaxSim of one query against the documents ``docs``; returns the top-k (scores, docs)."""
-        extended = torch.cat([query.float(), torch.ones(len(query), 1)], dim=1)  # (len, dim + 1)
+        extended = pack_queries([query])[0]  # (len, dim + 1), the masking coordinate set
         scores = (self.padded[docs] @ extended.T).amax(dim=1).sum(dim=1)
         best = scores.topk(min(k, len(docs)))
         return best.values, docs[best.indices]
