@@ -106,6 +106,34 @@ def write_tiny_bert(directory: Path, *, hidden_size: int = 32, layers: int = 2, 
     return directory
 
 
+def write_tiny_modernbert(directory: Path, *, hidden_size: int = 32, layers: int = 3, seed: int = 0) -> Path:
+    """Save a random ModernBERT (local attention over 8 tokens, global every third layer) with a BERT tokenizer."""
+    from transformers import ModernBertConfig, ModernBertModel
+
+    write_tiny_bert(directory, hidden_size=hidden_size, layers=1, seed=seed)
+    vocab_size = json.loads((directory / "config.json").read_text())["vocab_size"]
+    torch.manual_seed(seed)
+    config = ModernBertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        local_attention=8,
+        global_attn_every_n_layers=3,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        cls_token_id=2,
+        sep_token_id=3,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    for stale in directory.glob("*.safetensors"):
+        stale.unlink()
+    ModernBertModel(config).save_pretrained(directory)
+    return directory
+
+
 def write_tiny_pylate_colbert(directory: Path, *, embedding_dim: int = 16, seed: int = 0) -> Path:
     """A checkpoint in PyLate's (v1-3) save format: BERT at the root, ``pylate.models.Dense.Dense`` projection."""
     from safetensors.torch import save_file
@@ -156,6 +184,11 @@ def write_tiny_pylate_colbert(directory: Path, *, embedding_dim: int = 16, seed:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_modernbert(tmp_path_factory.mktemp("tiny_modernbert"))
 
 
 @pytest.fixture(scope="session")

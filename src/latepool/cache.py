@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import latepool
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+STORAGE_TYPES = {"float16": (np.float16, "vectors.f16"), "float32": (np.float32, "vectors.f32")}
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -45,6 +47,10 @@ def model_fingerprint(model: torch.nn.Module) -> str:
             f"{type(module).__module__}.{type(module).__qualname__}:".encode()
             + json.dumps(config, sort_keys=True, default=str).encode()
         )
+    # Inside latepool.training.cached_states.use_cached_states the bottom of the encoder comes from
+    # stored (float16) states, so its outputs get their own identity.
+    if getattr(model, "latepool_state_cache", None):
+        digest.update(f"state_cache:{model.latepool_state_cache}".encode())
     return digest.hexdigest()
 
 
@@ -58,10 +64,10 @@ def texts_fingerprint(ids: list[str], texts: list[str]) -> str:
 
 @dataclass
 class CachedEmbeddings:
-    """Token embeddings of a list of texts, backed by a memory-mapped float16 file.
+    """Token embeddings of a list of texts, backed by a memory-mapped float16 (or float32) file.
 
     Attributes:
-        vectors: ``(total_tokens, dim)`` float16 array (memory-mapped).
+        vectors: ``(total_tokens, dim)`` float16 or float32 array (memory-mapped).
         offsets: ``(count + 1,)`` int64: text ``i`` owns rows ``offsets[i]:offsets[i + 1]``.
         manifest: The entry's manifest.
     """
@@ -75,7 +81,7 @@ class CachedEmbeddings:
 
     def tensors(self, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
         """The embeddings as a list of ``(n_i, dim)`` tensors (copied out of the map, in ``dtype``)."""
-        every = torch.from_numpy(np.array(self.vectors, dtype=np.float16)).to(dtype)
+        every = torch.from_numpy(np.array(self.vectors)).to(dtype)
         return [every[start:stop] for start, stop in zip(self.offsets[:-1], self.offsets[1:])]
 
 
@@ -118,16 +124,74 @@ def cached_encode(
         "max_length": max_length,
         "count": len(texts),
     }
+    encode = model.encode_query if task == "query" else model.encode_document
+    noun = "queries" if task == "query" else "documents"
+    return cached_arrays(
+        lambda chunk: encode(chunk, batch_size=batch_size, convert_to_numpy=True),
+        texts,
+        identity,
+        cache_root=cache_root,
+        prefix=task,
+        shard_size=shard_size,
+        metadata={"model": model_name},
+        description=f"Encoding {noun}",
+        show_progress_bar=show_progress_bar,
+    )
+
+
+def cached_arrays(
+    encode: Callable[[list[str]], list[np.ndarray]],
+    texts: list[str],
+    identity: dict[str, Any],
+    *,
+    cache_root: Path,
+    prefix: str,
+    shard_size: int = 1024,
+    dtype: str = "float16",
+    metadata: dict[str, Any] | None = None,
+    description: str = "Encoding",
+    show_progress_bar: bool = True,
+) -> CachedEmbeddings:
+    """One ``(n_i, dim)`` array per text, computed by ``encode`` once per ``identity`` and memory-mapped after.
+
+    The general form of :func:`cached_encode`: the entry lives in ``cache_root/<prefix>-<key>``, where
+    the key hashes ``identity``, and is rebuilt whenever the recorded identity differs.
+
+    Args:
+        encode: Maps a list of texts to one array per text.
+        texts: The texts, in order.
+        identity: Everything the arrays depend on (JSON-serializable); must include ``count``.
+        cache_root: Directory holding cache entries.
+        prefix: Name prefix of the entry directory.
+        shard_size: Texts per resumable shard.
+        dtype: Storage type, ``float16`` or ``float32``.
+        metadata: Extra fields written to the manifest (not part of the identity).
+        description: Progress bar label.
+        show_progress_bar: Show progress.
+
+    Returns:
+        The cached arrays.
+
+    Example::
+
+        entry = cached_arrays(lambda chunk: [np.ones((len(t), 2)) for t in chunk], ["ab", "c"],
+                              {"count": 2, "what": "ones"}, cache_root=Path("cache"), prefix="demo")
+    """
+    if dtype not in STORAGE_TYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_TYPES)}, got {dtype!r}")
+    identity = {**identity, "dtype": dtype} if dtype != "float16" else identity
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    entry = Path(cache_root) / f"{task}-{key}"
+    entry = Path(cache_root) / f"{prefix}-{key}"
     cached = open_entry(entry, identity)
     if cached is not None:
-        logger.info("reusing cached %s embeddings from %s", task, entry)
+        logger.info("reusing cached arrays from %s", entry)
         return cached
     partial = entry.with_name(entry.name + ".partial")
-    _encode_shards(model, texts, task, partial, identity, batch_size, shard_size, show_progress_bar)
-    manifest = {**identity, "model": model_name, "latepool_version": latepool.__version__}
-    _finish_entry(partial, entry, manifest, len(texts), shard_size)
+    _encode_shards(
+        encode, texts, partial, identity, shard_size, STORAGE_TYPES[dtype][0], description, show_progress_bar
+    )
+    manifest = {**identity, **(metadata or {}), "latepool_version": latepool.__version__}
+    _finish_entry(partial, entry, manifest, len(texts), shard_size, dtype)
     cached = open_entry(entry, identity)
     assert cached is not None, f"cache entry {entry} failed its own check"
     return cached
@@ -145,13 +209,13 @@ def open_entry(entry: Path, identity: dict[str, Any]) -> CachedEmbeddings | None
             return None
         offsets = np.load(entry / "offsets.npy")
         rows, dim = int(offsets[-1]), int(manifest["dim"])
-        if len(offsets) != manifest["count"] + 1 or (entry / "vectors.f16").stat().st_size != rows * dim * 2:
+        dtype, name = STORAGE_TYPES[manifest.get("dtype", "float16")]
+        size = rows * dim * np.dtype(dtype).itemsize
+        if len(offsets) != manifest["count"] + 1 or (entry / name).stat().st_size != size:
             logger.warning("cache entry %s is damaged; rebuilding it", entry)
             return None
         vectors = (
-            np.memmap(entry / "vectors.f16", dtype=np.float16, mode="r", shape=(rows, dim))
-            if rows
-            else np.zeros((0, dim), np.float16)
+            np.memmap(entry / name, dtype=dtype, mode="r", shape=(rows, dim)) if rows else np.zeros((0, dim), dtype)
         )
     except (OSError, ValueError, KeyError) as error:
         logger.warning("cache entry %s is unreadable (%s); rebuilding it", entry, error)
@@ -159,24 +223,21 @@ def open_entry(entry: Path, identity: dict[str, Any]) -> CachedEmbeddings | None
     return CachedEmbeddings(vectors, offsets, manifest)
 
 
-def _encode_shards(model, texts, task, partial: Path, identity, batch_size, shard_size, show_progress_bar) -> None:
+def _encode_shards(encode, texts, partial: Path, identity, shard_size, storage, description, show_progress_bar) -> None:
     """Encode every missing shard into ``partial`` (kept across interrupted runs with the same identity)."""
     identity_path = partial / "identity.json"
     if partial.exists() and (not identity_path.is_file() or json.loads(identity_path.read_text()) != identity):
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     identity_path.write_text(json.dumps(identity, sort_keys=True))
-    encode = model.encode_query if task == "query" else model.encode_document
-    starts = range(0, len(texts), shard_size)
-    noun = "queries" if task == "query" else "documents"
-    progress = tqdm(total=len(texts), desc=f"Encoding {noun}", unit=task, disable=not show_progress_bar)
-    for number, start in enumerate(starts):
+    progress = tqdm(total=len(texts), desc=description, disable=not show_progress_bar)
+    for number, start in enumerate(range(0, len(texts), shard_size)):
         shard = partial / f"shard-{number:05d}.npz"
         chunk = texts[start : start + shard_size]
         if not shard.is_file():
-            embeddings = encode(chunk, batch_size=batch_size, convert_to_numpy=True)
-            lengths = np.array([len(e) for e in embeddings], dtype=np.int64)
-            stacked = np.concatenate(embeddings).astype(np.float16) if len(embeddings) else np.zeros((0, 0), np.float16)
+            arrays = encode(chunk)
+            lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+            stacked = np.concatenate(arrays).astype(storage) if len(arrays) else np.zeros((0, 0), storage)
             temporary = shard.with_suffix(".tmp.npz")
             np.savez(temporary, vectors=stacked, lengths=lengths)
             os.replace(temporary, shard)
@@ -184,7 +245,9 @@ def _encode_shards(model, texts, task, partial: Path, identity, batch_size, shar
     progress.close()
 
 
-def _finish_entry(partial: Path, entry: Path, manifest: dict[str, Any], count: int, shard_size: int) -> None:
+def _finish_entry(
+    partial: Path, entry: Path, manifest: dict[str, Any], count: int, shard_size: int, dtype: str
+) -> None:
     """Join the shards into ``vectors.f16`` + ``offsets.npy``, write the manifest, and rename into place."""
     shards = [np.load(partial / f"shard-{n:05d}.npz") for n in range(-(-count // shard_size))]
     lengths = np.concatenate([s["lengths"] for s in shards]) if shards else np.zeros(0, np.int64)
@@ -192,9 +255,10 @@ def _finish_entry(partial: Path, entry: Path, manifest: dict[str, Any], count: i
     if len(dims) > 1:
         raise ValueError(f"shards in {partial} have different dimensions {sorted(dims)}")
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    with open(partial / "vectors.f16", "wb") as handle:
+    storage, name = STORAGE_TYPES[dtype]
+    with open(partial / name, "wb") as handle:
         for shard in shards:
-            handle.write(np.ascontiguousarray(shard["vectors"], dtype=np.float16).tobytes())
+            handle.write(np.ascontiguousarray(shard["vectors"], dtype=storage).tobytes())
     np.save(partial / "offsets.npy", offsets)
     for shard_file in partial.glob("shard-*.npz"):
         shard_file.unlink()

@@ -34,6 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="Softmax temperature of the teacher scores (lower sharpens; e.g. 0.05 for cosines).",
     )
+    parser.add_argument(
+        "--train-layers",
+        type=int,
+        default=None,
+        metavar="K",
+        help="Train only the top K encoder layers (0: the projection only) on hidden states cached once "
+        "under --cache-dir. Default: full fine-tuning.",
+    )
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/latepool"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--save-steps", type=int, default=50)
     parser.add_argument("--eval-data", default=None, help="BEIR dev collection evaluated after each epoch.")
@@ -81,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         save_steps=args.save_steps,
         eval_pool_factor=args.eval_pool_factor,
         teacher_temperature=args.teacher_temperature,
+        train_layers=args.train_layers,
+        cache_dir=args.cache_dir,
     )
     card = {
         "base_model": args.model,

@@ -10,6 +10,7 @@ loads too, with latepool's training settings recorded in its model card and ``la
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,19 @@ from sentence_transformers.base.evaluation import BaseEvaluator
 import latepool
 from latepool.data import RetrievalDataset
 from latepool.evaluation.sweep import SweepConfig, evaluate_documents, pool_corpus
+from latepool.training.cached_states import StateCache, build_state_cache, training_texts, use_cached_states
 from latepool.training.examples import TrainingExamples
 from latepool.training.loss import PoolingDistillKLDivLoss
 
 
 @dataclass
 class TrainConfig:
-    """The paper's defaults for pooling-aware fine-tuning."""
+    """The paper's defaults for pooling-aware fine-tuning.
+
+    ``train_layers=None`` (default) fine-tunes the whole model; ``K >= 0`` trains only the top K
+    encoder layers and what follows them, on states cached in ``cache_dir`` (see
+    :mod:`latepool.training.cached_states`).
+    """
 
     pool_method: str = "kmeans"
     pool_factors: list[float] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
@@ -42,6 +49,9 @@ class TrainConfig:
     eval_pool_factor: float = 4
     mini_batch_size: int | None = None
     teacher_temperature: float = 1.0
+    train_layers: int | None = None
+    cache_dir: Path = Path(".cache/latepool")
+    cache_dtype: str = "float16"
 
 
 class PooledRetrievalEvaluator(BaseEvaluator):
@@ -76,6 +86,7 @@ def train(
     config: TrainConfig,
     dev: RetrievalDataset | None = None,
     card: dict[str, Any] | None = None,
+    state_cache: StateCache | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``examples`` and save it to ``output``; resumes from ``output/checkpoints``.
 
@@ -86,6 +97,8 @@ def train(
         config: Hyperparameters.
         dev: Optional dev collection evaluated after each epoch; the best epoch is kept.
         card: Provenance recorded in the model card (base model, data, teacher).
+        state_cache: States for ``config.train_layers`` built beforehand (built from the examples
+            when None and ``config.train_layers`` is set).
 
     Returns:
         The training record written to ``output/latepool_training.json``.
@@ -126,14 +139,19 @@ def train(
         logging_steps=1,
         report_to="none",
     )
-    trainer = MultiVectorEncoderTrainer(
-        model=model, args=args, train_dataset=examples.to_dataset(), loss=loss, evaluator=evaluator
-    )
+    if config.train_layers is not None and state_cache is None:
+        texts = training_texts(examples, dev)
+        state_cache = build_state_cache(model, texts, config.train_layers, config.cache_dir, dtype=config.cache_dtype)
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    with use_cached_states(model, state_cache) if state_cache else nullcontext():
+        trainer = MultiVectorEncoderTrainer(
+            model=model, args=args, train_dataset=examples.to_dataset(), loss=loss, evaluator=evaluator
+        )
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
     record = {
         "latepool_version": latepool.__version__,
         "training": {**asdict(config), "examples": len(examples), "skipped": dict(examples.skipped)},
+        "state_cache_misses": state_cache.misses if state_cache else None,
         "provenance": card or {},
         "global_step": result.global_step,
         "training_loss": result.training_loss,
@@ -163,8 +181,15 @@ def save_model(model, output: Path, record: dict[str, Any]) -> None:
         f"- n-ways {pooling['n_ways']}, batch {pooling['batch_size']}, lr {pooling['learning_rate']}, "
         f"epochs {pooling['epochs']}, warmup {pooling['warmup_ratio']}, max steps {pooling['max_steps']}, "
         f"normalized scores {pooling['normalize_scores']}, seed {pooling['seed']}",
+        f"- trained layers: {_trained_layers(pooling.get('train_layers'))}",
         f"- steps run: {record['global_step']}, training loss {record['training_loss']:.4f}",
         "",
     ]
     with (output / "README.md").open("a", encoding="utf-8") as card:
         card.write("\n".join(lines))
+
+
+def _trained_layers(train_layers: int | None) -> str:
+    if train_layers is None:
+        return "all (full fine-tuning)"
+    return f"top {train_layers} encoder layers and the modules after the encoder, on cached states"
