@@ -33,7 +33,7 @@ def training_batch(model, queries: int, n_ways: int):
     for q in range(queries):
         documents = dataset.corpus_texts[q * n_ways : (q + 1) * n_ways]
         row = {"query": dataset.query_texts[q], **{f"document_{i + 1}": d for i, d in enumerate(documents)}}
-        rows.append({**row, "label": [float(n_ways - i) for i in range(n_ways)]})
+        rows.append({**row, "label": [1.0 - i / n_ways for i in range(n_ways)]})  # cosine-like
     collated = MultiVectorEncoderDataCollator(preprocess_fn=model.preprocess)(rows)
     columns = ["query"] + [f"document_{i + 1}" for i in range(n_ways)]
     features = [{k[len(c) + 1 :]: v for k, v in collated.items() if k.startswith(c + "_")} for c in columns]

@@ -219,6 +219,10 @@ def test_train_command_with_cached_states_saves_a_complete_model(
     assert any(k.startswith("1.") for k in changed)  # the projection was trained
     assert any(".encoder.layer.1." in k for k in changed) == (train_layers == "1")
     assert not any("embeddings" in k or ".encoder.layer.0." in k for k in changed)  # below the cut: untouched
+    # The saved model keeps the cut's identity: a state cache made for the start still serves it.
+    assert (
+        split_encoder(trained, int(train_layers)).fingerprint() == split_encoder(start, int(train_layers)).fingerprint()
+    )
     # The saved model encodes exactly like the in-memory model given the same weights.
     start.load_state_dict(after)
     documents = ["the protein expression was increased", "blood levels of the gene"]

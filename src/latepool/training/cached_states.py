@@ -178,7 +178,7 @@ class StateCache:
         entries: The cache entries (one per task).
         index: Row key -> (entry number, text number).
         pad_token_id: The tokenizer's padding id (used to find each row's length).
-        misses: Rows looked up and not found (computed by the frozen layers instead).
+        misses: Batches with a row that was not found (computed by the frozen layers instead).
     """
 
     fingerprint: str
