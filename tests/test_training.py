@@ -227,6 +227,7 @@ def test_mine_score_train_end_to_end(
     from latepool.training.datasets_io import load_table
 
     table = load_table(scores)
+    assert not (tmp_path / "scores.partial").exists()  # checkpoint shards removed once the output is saved
     assert set(table.column_names) >= {"query_id", "document_ids", "scores", "labels"}
     assert all(len(labels) == 7 and labels.count("positive") == 1 for labels in table["labels"])
     assert all(s == sorted(s, reverse=True) for s in table["scores"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from latepool.training.teachers import TEACHER_TYPES
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     save_rows(rows, args.output)
     provenance = {"teacher": args.teacher, "teacher_type": kind, "mined": str(args.mined), "data": args.data}
     (args.output / "latepool_scores.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
+    shutil.rmtree(args.output.with_name(args.output.name + ".partial"), ignore_errors=True)  # saved: shards done
     sizes = sorted({len(r.document_ids) for r in rows})
     print(
         f"scored {len(rows)} queries with {kind} teacher {args.teacher}; documents per query {sizes} -> {args.output}"

@@ -111,7 +111,8 @@ def score_mined(
         mined: Mined candidates (from ``latepool mine``).
         dataset: Texts of the queries and documents.
         score: The teacher's scoring function.
-        output: Final output directory; shards are kept in ``<output>.partial`` until done.
+        output: Final output directory; shards are kept in ``<output>.partial`` (``latepool score``
+            removes them once the output is saved).
         selection: The selection rules (paper defaults).
         shard_size: Queries per checkpoint shard.
         show_progress_bar: Show progress.
