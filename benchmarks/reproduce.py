@@ -101,11 +101,32 @@ def run_study(args: argparse.Namespace) -> dict:
     output = args.output
     output.mkdir(parents=True, exist_ok=True)
     scifact = str(DATA / "scifact")
-    stage(output, "mine", lambda: _cli(["mine", "--data", scifact, "--split", "train", "--retriever", "minilm",
-                                       "--output", str(output / "mined")]))  # fmt: skip
-    stage(output, "score", lambda: _cli(["score", "--mined", str(output / "mined"), "--data", scifact,
-                                        "--split", "train", "--teacher", "minilm", "--output",
-                                        str(output / "scores")]))  # fmt: skip
+    stage(
+        output,
+        "mine",
+        lambda: _cli(
+            ["mine", "--data", scifact, "--split", "train", "--retriever", "minilm", "--output", str(output / "mined")]
+        ),
+    )
+    stage(
+        output,
+        "score",
+        lambda: _cli(
+            [
+                "score",
+                "--mined",
+                str(output / "mined"),
+                "--data",
+                scifact,
+                "--split",
+                "train",
+                "--teacher",
+                "minilm",
+                "--output",
+                str(output / "scores"),
+            ]
+        ),
+    )
     train_split = load_dataset(scifact, split="train")
     datasets = {name: load_dataset(str(DATA / name), split=split) for name, split in EVALUATION.items()}
     examples = build_examples(load_table(output / "scores"), train_split, n_ways=args.n_ways)
@@ -143,14 +164,17 @@ def run_study(args: argparse.Namespace) -> dict:
         def fit(config=config, target=target) -> dict:
             model = student(args)
             record = train(model, examples, target, config, state_cache=cache, card={"base_model": "minilm"})
-            return {"global_step": record["global_step"], "training_loss": record["training_loss"],
-                    "misses": record["state_cache_misses"], "examples": len(examples)}  # fmt: skip
+            return {
+                "global_step": record["global_step"],
+                "training_loss": record["training_loss"],
+                "misses": record["state_cache_misses"],
+                "examples": len(examples),
+            }
 
         stage(output, f"train-{name}", fit)
         trained = load_student(str(target), device="cpu")
         results[name] = stage(output, f"evaluate-{name}", lambda m=trained: evaluate(m, datasets, cache, args))
-    check = stage(output, "cached-encoding-check",
-                  lambda: check_cached_encoding(trained, datasets, cache))  # fmt: skip
+    check = stage(output, "cached-encoding-check", lambda: check_cached_encoding(trained, datasets, cache))
     tokenizer = start[0].tokenizer
     query_tokens = {
         name: statistics.median(len(tokenizer(q)["input_ids"]) for q in dataset.query_texts)
