@@ -141,7 +141,10 @@ def train(
     )
     if config.train_layers is not None and state_cache is None:
         texts = training_texts(examples, dev)
-        state_cache = build_state_cache(model, texts, config.train_layers, config.cache_dir, dtype=config.cache_dtype)
+        with args.main_process_first(desc="latepool state cache"):  # other ranks then reopen the finished cache
+            state_cache = build_state_cache(
+                model, texts, config.train_layers, config.cache_dir, dtype=config.cache_dtype
+            )
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     with use_cached_states(model, state_cache) if state_cache else nullcontext():
         trainer = MultiVectorEncoderTrainer(
