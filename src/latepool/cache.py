@@ -38,9 +38,7 @@ STORAGE_TYPES = {"float16": (np.float16, "vectors.f16"), "float32": (np.float32,
 def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 of a model's weights (names, shapes, dtypes, bytes) and its modules' configurations."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    hash_tensors(digest, model.state_dict())
     for module in model.children():
         config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
         digest.update(
@@ -52,6 +50,13 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     if getattr(model, "latepool_state_cache", None):
         digest.update(f"state_cache:{model.latepool_state_cache}".encode())
     return digest.hexdigest()
+
+
+def hash_tensors(digest: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Feed named tensors (names, shapes, dtypes and bytes, in name order) into a ``hashlib`` digest."""
+    for name, tensor in sorted(tensors.items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
 
 
 def texts_fingerprint(ids: list[str], texts: list[str]) -> str:
@@ -248,7 +253,7 @@ def _encode_shards(encode, texts, partial: Path, identity, shard_size, storage, 
 def _finish_entry(
     partial: Path, entry: Path, manifest: dict[str, Any], count: int, shard_size: int, dtype: str
 ) -> None:
-    """Join the shards into ``vectors.f16`` + ``offsets.npy``, write the manifest, and rename into place."""
+    """Join the shards into ``vectors.f16`` (or ``.f32``) + ``offsets.npy``, write the manifest, rename into place."""
     shards = [np.load(partial / f"shard-{n:05d}.npz") for n in range(-(-count // shard_size))]
     lengths = np.concatenate([s["lengths"] for s in shards]) if shards else np.zeros(0, np.int64)
     dims = {s["vectors"].shape[1] for s in shards if len(s["vectors"])}

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latepool.cache import FORMAT_VERSION, CachedEmbeddings, cached_arrays, texts_fingerprint
+from latepool.cache import FORMAT_VERSION, CachedEmbeddings, cached_arrays, hash_tensors, texts_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ class EncoderSplit:
     def fingerprint(self) -> str:
         """SHA-256 of the frozen parameters, the encoder's configuration and the cut."""
         digest = hashlib.sha256()
-        for name, parameter in sorted(self.frozen.items()):
-            digest.update(f"{name}:{tuple(parameter.shape)}:{parameter.dtype}".encode())
-            digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        hash_tensors(digest, self.frozen)
         config = self.transformer.get_config_dict() if hasattr(self.transformer, "get_config_dict") else {}
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(self.transformer.model.config.to_json_string().encode())
