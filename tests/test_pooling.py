@@ -168,6 +168,36 @@ def test_torch_kmeans_inertia_matches_sklearn_on_real_embeddings(
         assert ratio <= 1.02, f"PF{pool_factor}: torch inertia {ratio:.4f}x sklearn's"
 
 
+def test_torch_kmeans_stops_at_a_lloyd_fixed_point(minilm_document_embeddings: list[torch.Tensor]) -> None:
+    """Every token ends with its nearest cluster mean, for every cluster count (k = n included)."""
+    docs = [d[1:] for d in minilm_document_embeddings]
+    batch = to_token_batch(docs, None, 0)
+    for pool_factor in (1, 2, 4):
+        k = num_clusters(batch.num_poolable, pool_factor)
+        labels = torch_kmeans_labels(batch.embeddings, batch.poolable, k)
+        for i, doc in enumerate(docs):
+            doc_labels = labels[i, : len(doc)]
+            assert sorted(doc_labels.unique().tolist()) == list(range(int(k[i])))  # no empty cluster
+            means = torch.zeros(int(k[i]), doc.shape[1]).index_add_(0, doc_labels, doc)
+            means /= torch.bincount(doc_labels)[:, None]
+            distances = torch.cdist(doc, means) ** 2
+            own = distances.gather(1, doc_labels[:, None])[:, 0]
+            assert bool((own <= distances.min(dim=1).values + 1e-5).all()), f"document {i}, PF{pool_factor}"
+
+
+def test_torch_kmeans_stopped_by_tolerance_assigns_to_its_final_centres() -> None:
+    """A huge tol stops Lloyd after one step; like sklearn, the labels then follow the moved centres."""
+    from latepool.pooling.kmeans import _kmeans_plus_plus
+
+    points, valid, k = normalized(1, 40, 8, seed=5), torch.ones(1, 40, dtype=torch.bool), torch.tensor([10])
+    seeds = _kmeans_plus_plus(points, valid, k, seed=42)[0]
+    first = torch.cdist(points[0], seeds).argmin(dim=1)
+    means = torch.zeros(10, 8).index_add_(0, first, points[0]) / torch.bincount(first, minlength=10)[:, None]
+    expected = torch.cdist(points[0], means).argmin(dim=1)
+    assert not torch.equal(first, expected)  # the last assignment matters here
+    assert torch.equal(torch_kmeans_labels(points, valid, k, tol=1e9)[0], expected)
+
+
 def test_kmeans_result_does_not_depend_on_the_batch() -> None:
     docs = [normalized(n, 8, seed=n) for n in (40, 17, 63, 5)]
     together = pool_documents(docs, method="kmeans", pool_factor=3)

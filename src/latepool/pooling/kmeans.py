@@ -124,7 +124,7 @@ def _kmeans_plus_plus(points: Tensor, valid: Tensor, k: Tensor, seed: int) -> Te
         none_left = closest_b.sum(dim=1, keepdim=True) <= 0  # every point is a centre already
         weights = torch.where(none_left, valid_b, closest_b)
         candidates = _pick_weighted(weights, uniforms[step].expand(b, trials))  # (b, L)
-        potential = torch.minimum(closest_b[:, None, :], distances_to(candidates)).mul_(valid_b[:, None, :])
+        potential = torch.minimum(closest_b[:, None, :], distances_to(candidates))  # 0 off valid tokens
         total = potential.sum(dim=2).masked_fill_(skipped_trials[:b], float("inf"))
         best = total.argmin(dim=1)
         closest[:b] = potential.gather(1, best[:, None, None].expand(-1, 1, length))[:, 0]
@@ -182,41 +182,57 @@ def torch_kmeans_labels(points: Tensor, valid: Tensor, k: Tensor, seed: int = 42
 
 
 def _lloyd(x: Tensor, valid: Tensor, k: Tensor, centers: Tensor, tol: float) -> Tensor:
-    """Lloyd iterations with sklearn's per-document stopping rules; converged documents drop out."""
+    """Lloyd iterations with sklearn's per-document stopping rules; finished documents drop out.
+
+    A document whose labels stopped changing keeps them; one stopped by the centre-shift tolerance
+    or the iteration cap gets a last assignment to its final centres, as sklearn does.
+    """
     n = valid.sum(dim=1)
-    valid_f = valid.float()
-    x_sq = (x * x).sum(dim=-1)
     center_valid = torch.arange(centers.shape[1], device=x.device) < k[:, None]
-    mean = x.sum(dim=1) / n.clamp(min=1)[:, None]
-    variance = ((x - mean[:, None]) ** 2 * valid_f[:, :, None]).sum(dim=(1, 2)) / n.clamp(min=1)
-    tolerance = tol * variance / x.shape[-1]  # sklearn: tol * mean of the per-feature variances
-    caps = torch.tensor([max_iterations(a, b) for a, b in zip(n.tolist(), k.tolist())], device=x.device)
-    labels = torch.full(valid.shape, -1, dtype=torch.long, device=x.device)
-    active = torch.nonzero(k < n).flatten()  # documents still iterating
-    for iteration in range(int(caps.max()) if len(active) else 0):
-        xa, xa_sq, va, ca, cva = x[active], x_sq[active], valid[active], centers[active], center_valid[active]
-        new_labels = _assign(xa, xa_sq, ca, cva)
-        strict = ((new_labels == labels[active]) | ~va).all(dim=1)
-        new_centers = _update_centers(xa, xa_sq, va, new_labels, ca, cva)
-        shift = ((new_centers - ca) ** 2).sum(dim=(1, 2))
-        centers[active] = torch.where(strict[:, None, None], ca, new_centers)
-        labels[active] = new_labels
-        done = strict | (shift <= tolerance[active]) | (iteration + 1 >= caps[active])
-        active = active[~done]
-        if len(active) == 0:
-            break
-    return _assign(x, x_sq, centers, center_valid) * valid
+    labels = torch.zeros(valid.shape, dtype=torch.long, device=x.device)
+    whole = torch.nonzero(k >= n).flatten()  # a centre per token: nothing to iterate
+    labels[whole] = _assign(x[whole], centers[whole], center_valid[whole])
+    active = torch.nonzero(k < n).flatten()
+    if len(active) == 0:
+        return labels * valid
+    caps = torch.tensor([max_iterations(a, b) for a, b in zip(n[active].tolist(), k[active].tolist())])
+    xa, va, ca, cva, caps = x[active], valid[active], centers[active], center_valid[active], caps.to(x.device)
+    tolerance = tol * _mean_variance(xa, va)
+    previous = torch.full(va.shape, -1, dtype=torch.long, device=x.device)
+    for iteration in range(int(caps.max())):
+        current = _assign(xa, ca, cva)
+        strict = ((current == previous) | ~va).all(dim=1)
+        new_centers = _update_centers(xa, va, current, ca, cva)
+        shift = (new_centers - ca).square_().sum(dim=(1, 2))
+        done = strict | (shift <= tolerance) | (iteration + 1 >= caps)
+        if bool(done.any()):
+            moved = done & ~strict  # centres moved since ``current``: assign once more
+            current[moved] = _assign(xa[moved], new_centers[moved], cva[moved])
+            labels[active[done]] = current[done]
+            keep = ~done
+            if not bool(keep.any()):
+                break
+            active, xa, va, cva, caps, tolerance = (t[keep] for t in (active, xa, va, cva, caps, tolerance))
+            current, new_centers = current[keep], new_centers[keep]
+        previous, ca = current, new_centers
+    return labels * valid
 
 
-def _assign(x: Tensor, x_sq: Tensor, centers: Tensor, center_valid: Tensor) -> Tensor:
+def _mean_variance(x: Tensor, valid: Tensor) -> Tensor:
+    """sklearn's tolerance scale: the mean over features of each document's per-feature variance."""
+    valid_f = valid.float()[:, :, None]
+    n = valid_f.sum(dim=1).clamp(min=1)
+    mean = (x * valid_f).sum(dim=1) / n
+    return ((x - mean[:, None]).square_() * valid_f).sum(dim=(1, 2)) / n[:, 0] / x.shape[-1]
+
+
+def _assign(x: Tensor, centers: Tensor, center_valid: Tensor) -> Tensor:
     """E-step: index of the nearest valid centre of every token (``||c||^2 - 2 x.c`` suffices)."""
     centers_sq = (centers * centers).sum(dim=-1).masked_fill_(~center_valid, float("inf"))
     return torch.baddbmm(centers_sq[:, None, :], x, centers.transpose(1, 2), alpha=-2).argmin(dim=2)
 
 
-def _update_centers(
-    x: Tensor, x_sq: Tensor, valid: Tensor, labels: Tensor, centers: Tensor, center_valid: Tensor
-) -> Tensor:
+def _update_centers(x: Tensor, valid: Tensor, labels: Tensor, centers: Tensor, center_valid: Tensor) -> Tensor:
     """One M-step: cluster means, with each empty cluster moved onto the point farthest from its centre."""
     batch_size, length, dim = x.shape
     k_max = centers.shape[1]
@@ -229,7 +245,7 @@ def _update_centers(
     empty = center_valid & (counts == 0)
     if bool(empty.any()):
         own = centers.gather(1, labels[:, :, None].expand(-1, -1, dim))
-        far = torch.where(valid, ((x - own) ** 2).sum(dim=-1), torch.full_like(x_sq, -1.0))
+        far = ((x - own) ** 2).sum(dim=-1).masked_fill_(~valid, -1.0)
         order = far.argsort(dim=1, descending=True)
         rank = (empty.long().cumsum(dim=1) - 1).clamp(min=0).clamp(max=length - 1)
         donors = order.gather(1, rank)
