@@ -80,7 +80,7 @@ def _squared_distances(points: Tensor, points_sq: Tensor, centers: Tensor) -> Te
     return distances.add_(points_sq[:, :, None]).clamp_(min=0)
 
 
-def _kmeans_plus_plus(points: Tensor, valid: Tensor, k: Tensor, seed: int) -> Tensor:
+def _kmeans_plus_plus(points: Tensor, valid: Tensor, k: Tensor, seed: int, trials: int | None = None) -> Tensor:
     """Greedy k-means++ seeding (sklearn's, ``2 + ln k`` local trials) for every document at once.
 
     Documents must come sorted by ``k`` descending: step ``s`` then works on the prefix of documents
@@ -89,6 +89,9 @@ def _kmeans_plus_plus(points: Tensor, valid: Tensor, k: Tensor, seed: int) -> Te
     Args:
         points: ``(B, T, D)`` float32 tokens (zero where not valid); ``valid``: ``(B, T)`` bool;
             ``k``: ``(B,)`` clusters, non-increasing.
+        trials: Local trials per step for every document; None (the default) is sklearn's
+            ``2 + floor(ln k)``. Set only by benchmarks/kmeans_profile.py, which measures what
+            fewer trials cost in inertia.
 
     Returns:
         ``(B, K_max, D)`` initial centres (rows past ``k_i`` are unused).
@@ -96,8 +99,11 @@ def _kmeans_plus_plus(points: Tensor, valid: Tensor, k: Tensor, seed: int) -> Te
     batch_size, length, dim = points.shape
     device = points.device
     k_max = int(k[0])
-    trials = 2 + int(math.log(k_max))
-    doc_trials = 2 + torch.log(k.double()).floor().long()  # sklearn's n_local_trials, per document
+    if trials is None:
+        trials = 2 + int(math.log(k_max))
+        doc_trials = 2 + torch.log(k.double()).floor().long()  # sklearn's n_local_trials, per document
+    else:
+        doc_trials = torch.full_like(k, trials)
     trial_ids = torch.arange(trials, device=device)
     skipped_trials = trial_ids[None, :] >= doc_trials[:, None]
     uniforms = _hash_uniform(seed, torch.arange(k_max, device=device)[:, None], trial_ids[None, :]).float()
