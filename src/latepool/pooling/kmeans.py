@@ -73,13 +73,6 @@ def _hash_uniform(seed: int, step: Tensor | int, trial: Tensor) -> Tensor:
     return (h >> 8).double() / float(1 << 24)
 
 
-def _squared_distances(points: Tensor, points_sq: Tensor, centers: Tensor) -> Tensor:
-    """``(B, T, K)`` squared Euclidean distances between ``(B, T, D)`` points and ``(B, K, D)`` centres."""
-    centers_sq = (centers * centers).sum(dim=-1)
-    distances = torch.baddbmm(centers_sq[:, None, :], points, centers.transpose(1, 2), alpha=-2)
-    return distances.add_(points_sq[:, :, None]).clamp_(min=0)
-
-
 def _kmeans_plus_plus(points: Tensor, valid: Tensor, k: Tensor, seed: int, trials: int | None = None) -> Tensor:
     """Greedy k-means++ seeding (sklearn's, ``2 + ln k`` local trials) for every document at once.
 
