@@ -8,7 +8,6 @@ talks to an embedded local store (``path=``), a Qdrant server, or a cluster (``u
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from torch import Tensor
 
@@ -82,8 +81,3 @@ def search_qdrant(client, collection: str, queries: list[Tensor], k: int = 10, e
         )
         results.append([(point.payload["doc_id"], float(point.score)) for point in response.points])
     return results
-
-
-def collection_info(client, collection: str) -> dict[str, Any]:
-    info = client.get_collection(collection)
-    return {"points": info.points_count, "status": str(info.status)}

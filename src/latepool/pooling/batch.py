@@ -36,11 +36,6 @@ class TokenBatch:
         """``(B,)`` long: how many tokens of each document are clustered."""
         return self.poolable.sum(dim=1)
 
-    @property
-    def num_protected(self) -> Tensor:
-        """``(B,)`` long: how many tokens of each document are kept unpooled."""
-        return self.protected.sum(dim=1)
-
 
 def check_pool_factor(pool_factor: float) -> float:
     """Return ``pool_factor`` as a float, or raise ``ValueError`` when it is not a number >= 1."""
