@@ -23,10 +23,10 @@ import torch
 from sklearn.cluster import KMeans
 
 from latepool.pooling import pool_documents
-from latepool.pooling.batch import num_clusters, to_token_batch
+from latepool.pooling.batch import TokenBatch, cluster_means, num_clusters, to_token_batch
 from latepool.pooling.kmeans import _kmeans_plus_plus, _lloyd, max_iterations, sklearn_kmeans_labels
 from latepool.pooling.span import span_labels
-from pooling import DATA, load_embeddings
+from pooling import DATA, inertia, load_embeddings
 
 
 def padded(docs: list[torch.Tensor], pool_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,16 +46,6 @@ def best_time(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return min(times)
-
-
-def inertia(points: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor) -> float:
-    total = 0.0
-    for doc, keep, doc_labels in zip(points, valid, labels):
-        x, lab = doc[keep], doc_labels[keep]
-        means = torch.zeros(int(lab.max()) + 1, x.shape[1]).index_add_(0, lab, x)
-        means /= torch.bincount(lab).clamp(min=1)[:, None]
-        total += float(((x - means[lab]) ** 2).sum())
-    return total
 
 
 def bmm_throughput(batch: int, rows: int, cols: int, dim: int, dtype: torch.dtype) -> float:
@@ -137,11 +127,8 @@ def main() -> None:
     valid_positions = torch.argsort((~valid_ref).byte(), dim=1, stable=True)  # each row's valid tokens first
     picks = valid_positions.gather(1, strided.clamp(max=x_ref.shape[1] - 1))
     seedings["strided tokens"] = x_ref.gather(1, picks[:, :, None].expand(-1, -1, dim))
-    windows = span_labels(valid_ref, k_ref)
-    flat = (torch.arange(len(x_ref))[:, None] * int(k_ref[0]) + windows)[valid_ref]
-    sums = torch.zeros(len(x_ref) * int(k_ref[0]), dim).index_add_(0, flat, x_ref[valid_ref])
-    counts = torch.bincount(flat, minlength=len(sums)).clamp(min=1)[:, None]
-    seedings["span means"] = (sums / counts).view(len(x_ref), -1, dim)
+    unprotected = TokenBatch(x_ref, valid_ref, torch.zeros_like(valid_ref), valid_ref)
+    seedings["span means"] = cluster_means(unprotected, span_labels(valid_ref, k_ref))[0]
     print("| seeding, then Lloyd | mean inertia / sklearn's |")
     print("|---|---|")
     for name, centers in seedings.items():

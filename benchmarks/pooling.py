@@ -55,16 +55,21 @@ def pool_rate(docs: list[torch.Tensor], batch_size: int, repeats: int = 1, **kwa
     return len(docs) / best
 
 
+def inertia(points: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor) -> float:
+    """Summed squared distance of every valid token to its cluster's mean, over a padded batch."""
+    total = 0.0
+    for doc, keep, doc_labels in zip(points, valid, labels):
+        x, lab = doc[keep].float(), doc_labels[keep]
+        means = torch.zeros(int(lab.max()) + 1, x.shape[1]).index_add_(0, lab, x)
+        means /= torch.bincount(lab).clamp(min=1)[:, None]
+        total += float(((x - means[lab]) ** 2).sum())
+    return total
+
+
 def mean_inertia(docs: list[torch.Tensor], pool_factor: float, backend: str) -> float:
     batch = to_token_batch(docs, None, 1)
     labels = _cluster_labels(batch, "kmeans", pool_factor, backend, 42)
-    total = 0.0
-    for i, doc in enumerate(docs):
-        points, doc_labels = doc[1:].float(), labels[i, 1 : len(doc)]
-        for cluster in doc_labels.unique():
-            members = points[doc_labels == cluster]
-            total += float(((members - members.mean(0)) ** 2).sum())
-    return total / len(docs)
+    return inertia(batch.embeddings, batch.poolable, labels) / len(docs)
 
 
 def main() -> None:
