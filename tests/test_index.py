@@ -246,39 +246,21 @@ def test_cli_build_search_update(tiny_pylate_dir, beir_dir: Path, tmp_path: Path
 
 def test_bad_corpus_writes_nothing(tiny_pylate_dir, tmp_path: Path, capsys) -> None:
     corpus = tmp_path / "corpus.jsonl"
+    build = [
+        "index",
+        "build",
+        "--model",
+        str(tiny_pylate_dir),
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(tmp_path / "idx"),
+    ]
     corpus.write_bytes(b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "bad \xff byte"}\n')
-    assert (
-        main(
-            [
-                "index",
-                "build",
-                "--model",
-                str(tiny_pylate_dir),
-                "--corpus",
-                str(corpus),
-                "--output",
-                str(tmp_path / "idx"),
-            ]
-        )
-        == 2
-    )
+    assert main(build) == 2
     assert "corpus.jsonl:2: not valid UTF-8" in capsys.readouterr().err
     corpus.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": ""}\n')
-    assert (
-        main(
-            [
-                "index",
-                "build",
-                "--model",
-                str(tiny_pylate_dir),
-                "--corpus",
-                str(corpus),
-                "--output",
-                str(tmp_path / "idx"),
-            ]
-        )
-        == 2
-    )
+    assert main(build) == 2
     assert "empty text" in capsys.readouterr().err
     assert not (tmp_path / "idx").exists()
 
