@@ -17,10 +17,14 @@ from latepool.pooling.span import span_labels
 METHODS = ("kmeans", "hierarchical", "span")
 
 
-def expected_count(n: int, pool_factor: float, protected: int) -> int:
+def expected_count(n: int, pool_factor: float, protected: int, method: str = "kmeans") -> int:
     kept = min(protected, n)
     poolable = n - kept
-    return kept + (poolable if poolable <= 1 else max(int(poolable // pool_factor), 1))
+    if poolable <= 1:
+        return kept + poolable
+    if method == "span":
+        return kept + math.floor((poolable - 1) / pool_factor) + 1
+    return kept + max(int(poolable // pool_factor), 1)
 
 
 def normalized(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -28,19 +32,28 @@ def normalized(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)
 
 
+def test_span_paper_test_case() -> None:
+    # The paper's reference test: rows [100, 1, 3, 5, 7, 9], PF2, one protected token ->
+    # windows [1, 3], [5, 7], [9] and the protected row: {[2,2], [6,6], [9,9], [100,100]}.
+    # latepool keeps the protected row first (MaxSim does not depend on row order).
+    doc = torch.tensor([100.0, 1, 3, 5, 7, 9])[:, None].repeat(1, 2)
+    pooled = pool_documents([doc], method="span", pool_factor=2, num_protected_tokens=1)[0]
+    assert pooled.tolist() == [[100.0, 100.0], [2.0, 2.0], [6.0, 6.0], [9.0, 9.0]]
+
+
 def test_span_hand_computed_means() -> None:
-    doc = torch.arange(9, dtype=torch.float32)[:, None].repeat(1, 2)  # rows 0..8
+    doc = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, 2)  # rows 0..9
     pooled = pool_documents([doc], method="span", pool_factor=4)[0]
-    # protected row 0, then windows [1..4] and [5..8]
-    assert pooled.tolist() == [[0.0, 0.0], [2.5, 2.5], [6.5, 6.5]]
+    # protected row 0, then windows [1..4], [5..8] and the partial [9]: ceil(9 / 4) = 3 windows
+    assert pooled.tolist() == [[0.0, 0.0], [2.5, 2.5], [6.5, 6.5], [9.0, 9.0]]
 
 
-def test_span_uneven_and_fractional_windows() -> None:
-    assert span_labels(torch.ones(1, 10, dtype=torch.bool), torch.tensor([2])).tolist() == [[0] * 5 + [1] * 5]
+def test_span_partial_and_fractional_windows() -> None:
+    assert span_labels(torch.ones(1, 10, dtype=torch.bool), 4).tolist() == [[0] * 4 + [1] * 4 + [2] * 2]
     doc = torch.arange(7, dtype=torch.float32)[:, None]
     pooled = pool_documents([doc], method="span", pool_factor=1.5, num_protected_tokens=0)[0]
-    assert pooled.shape[0] == 4  # 7 // 1.5
-    assert pooled[:, 0].tolist() == [0.5, 2.5, 4.5, 6.0]  # windows {0,1} {2,3} {4,5} {6}, in order
+    assert pooled.shape[0] == 5  # token i -> window floor(i / 1.5)
+    assert pooled[:, 0].tolist() == [0.5, 2.0, 3.5, 5.0, 6.0]  # windows {0,1} {2} {3,4} {5} {6}, in order
 
 
 def test_kmeans_separated_clusters_hand_computed() -> None:
@@ -110,7 +123,7 @@ def test_normalize_embeddings() -> None:
 def test_output_counts(lengths: list[int], pool_factor: float, protected: int, method: str) -> None:
     docs = [normalized(n, 6, seed=i) for i, n in enumerate(lengths)]
     pooled = pool_documents(docs, method=method, pool_factor=pool_factor, num_protected_tokens=protected)
-    assert [len(p) for p in pooled] == [expected_count(n, pool_factor, protected) for n in lengths]
+    assert [len(p) for p in pooled] == [expected_count(n, pool_factor, protected, method) for n in lengths]
     for doc, out in zip(docs, pooled):
         kept = min(protected, len(doc))
         assert torch.equal(out[:kept], doc[:kept])

@@ -65,7 +65,8 @@ def pool_documents(
     backend: KMeansBackend = "torch",
     seed: int = 42,
 ) -> list[Tensor] | tuple[Tensor, Tensor]:
-    """Pool each document's token embeddings into ``max(n // pool_factor, 1)`` cluster means.
+    """Pool each document's token embeddings into cluster means: ``max(n // pool_factor, 1)`` clusters
+    for k-means and hierarchical, ``ceil(n / pool_factor)`` windows for span.
 
     The first ``num_protected_tokens`` real tokens of each document are kept unchanged and come
     first; the other ``n`` tokens are clustered and each cluster is replaced by the plain mean of its
@@ -76,7 +77,7 @@ def pool_documents(
     Args:
         embeddings: A list of ``(n_i, dim)`` tensors, or a padded ``(B, T, dim)`` tensor.
         method: ``"kmeans"``, ``"hierarchical"`` (Ward on cosine distance) or ``"span"``
-            (consecutive windows).
+            (consecutive windows of ``pool_factor`` tokens, the last one partial).
         pool_factor: Keep about ``1 / pool_factor`` of the poolable tokens; >= 1, fractional allowed.
         attention_mask: ``(B, T)`` mask of real tokens, for the padded form only (None: all real).
         num_protected_tokens: Leading real tokens kept unpooled (the ``[CLS]``/``[D]`` marker). Default 1.
@@ -91,9 +92,11 @@ def pool_documents(
 
     Example::
 
-        >>> docs = [torch.randn(9, 4), torch.randn(5, 4)]
-        >>> [d.shape[0] for d in pool_documents(docs, method="span", pool_factor=4)]
+        >>> docs = [torch.randn(10, 4), torch.randn(5, 4)]  # 9 and 4 poolable tokens
+        >>> [d.shape[0] for d in pool_documents(docs, method="kmeans", pool_factor=4)]
         [3, 2]
+        >>> [d.shape[0] for d in pool_documents(docs, method="span", pool_factor=4)]
+        [4, 2]
     """
     if method not in POOL_METHODS:
         raise ValueError(f"method must be one of {POOL_METHODS}, got {method!r}.")
@@ -118,16 +121,16 @@ def pool_documents(
 
 def _cluster_labels(batch: TokenBatch, method: str, pool_factor: float, backend: str, seed: int) -> Tensor:
     """Cluster labels of the poolable tokens; documents with nothing to merge keep one token per cluster."""
+    labels = batch.poolable.long().cumsum(dim=1) - 1  # identity: one token per cluster
+    if method == "span":
+        return span_labels(batch.poolable, pool_factor)
     n = batch.num_poolable
     k = num_clusters(n, pool_factor)
-    labels = batch.poolable.long().cumsum(dim=1) - 1  # identity: one token per cluster
     merge = torch.nonzero(k < n).flatten()  # documents that have tokens to merge
     if len(merge) == 0:
         return labels
     points, valid, k = batch.embeddings[merge], batch.poolable[merge], k[merge]
-    if method == "span":
-        labels[merge] = span_labels(valid, k)
-    elif method == "hierarchical":
+    if method == "hierarchical":
         labels[merge] = hierarchical_labels(points, valid, k)
     elif backend == "torch":
         labels[merge] = torch_kmeans_labels(points, valid, k, seed=seed)
