@@ -11,6 +11,8 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+collect_ignore = ["pylate_reference.py"]  # runs in PyLate's own virtualenv (see test_checkpoints.py)
+
 WORDS = [
     "the",
     "a",
@@ -102,7 +104,7 @@ def write_tiny_bert(directory: Path, *, hidden_size: int = 32, layers: int = 2, 
         max_position_embeddings=512,
     )
     BertModel(config).save_pretrained(directory)
-    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(directory)
+    BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True).save_pretrained(directory)  # transformers 5: vocab=
     return directory
 
 
