@@ -3,13 +3,14 @@
 ::
 
     INDEX/
-      manifest.json          format, model, lengths, pooling, dtype, dim, counts, segments, deleted
-                             ids, centroids and a SHA-256 of every file below
-      seg-00000/vectors.bin  pooled vectors of the segment's documents (float16, or int8 + scales)
-      seg-00000/scales.bin   int8 only: one float32 scale per vector
-      seg-00000/offsets.npy  row where each document's vectors start (int64, count + 1)
-      seg-00000/ids.json     the documents' ids, in order
-      centroids.npy          optional: float32 centroids of the candidate-generation stage
+      manifest.json               format, model, lengths, pooling, dtype, dim, counts, segments,
+                                  deleted ids, centroids and a SHA-256 of every file below
+      seg-<uuid>/vectors.bin      pooled vectors of the segment's documents (float16, or int8 codes)
+      seg-<uuid>/scales.bin       int8 only: one float32 scale per vector
+      seg-<uuid>/offsets.npy      row where each document's vectors start (int64, count + 1)
+      seg-<uuid>/ids.json         the documents' ids, in order
+      centroids-<uuid>.pt         optional: float32 centroids of the candidate-generation stage
+                                  (a ``torch.save`` tensor)
 
 Files are never rewritten in place: an update writes new files and then replaces ``manifest.json``
 with one ``os.replace``, so a reader sees either the old or the new index, never a mix, and a crash

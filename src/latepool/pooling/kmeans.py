@@ -167,7 +167,7 @@ def torch_kmeans_labels(points: Tensor, valid: Tensor, k: Tensor, seed: int = 42
 
         >>> pts = torch.tensor([[[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]]])
         >>> torch_kmeans_labels(pts, torch.ones(1, 4, dtype=torch.bool), torch.tensor([2])).tolist()
-        [[1, 1, 0, 0]]
+        [[0, 0, 1, 1]]
     """
     if points.shape[0] == 0:
         return torch.zeros(valid.shape, dtype=torch.long, device=valid.device)
