@@ -107,3 +107,40 @@ def test_version_and_help(capsys) -> None:
     assert exit_info.value.code == 0 and "latepool" in capsys.readouterr().out
     assert main([]) == 0
     assert "evaluate" in capsys.readouterr().out
+
+
+def test_float32_cache_makes_the_sklearn_backend_the_plain_reference_loop(
+    tiny_pylate_dir: Path, beir_dir: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    import torch
+    from sklearn.cluster import KMeans
+
+    from latepool.evaluation.sweep import encode_dataset, pool_corpus
+    from latepool.pooling.kmeans import max_iterations
+
+    model = load_model(str(tiny_pylate_dir), device="cpu")
+    dataset = load_beir(beir_dir, "test")
+    exact = [e.float() for e in model.encode_document(dataset.corpus_texts, convert_to_numpy=False)]
+    half, _ = encode_dataset(model, dataset, tmp_path / "cache", cache_dtype="float16")
+    full, _ = encode_dataset(model, dataset, tmp_path / "cache", cache_dtype="float32")
+    assert len(list((tmp_path / "cache").glob("document-*"))) == 2  # kept apart
+    assert all(torch.equal(a, b) for a, b in zip(full, exact))
+    assert not all(torch.equal(a, b) for a, b in zip(half, exact))
+
+    for pool_factor in (2, 3):
+        pooled = pool_corpus(full, "kmeans", pool_factor, SweepConfig(backend="sklearn", seed=42))
+        for document, output in zip(full, pooled):
+            points = document[1:].numpy()
+            clusters = max(len(points) // pool_factor, 1)
+            if clusters >= len(points):
+                expected = document
+            else:
+                reference = KMeans(
+                    n_clusters=clusters, random_state=42, tol=1e-4, max_iter=max_iterations(len(points), clusters)
+                )
+                labels = reference.fit_predict(points)
+                means = [points[labels == c].mean(axis=0) for c in range(clusters) if (labels == c).any()]
+                expected = torch.from_numpy(np.stack([document[0].numpy(), *means]))
+            assert output.shape == expected.shape
+            assert torch.allclose(output, expected, atol=1e-6)  # same labels: the same means in label order

@@ -103,6 +103,7 @@ def cached_encode(
     model_name: str = "",
     model_hash: str | None = None,
     show_progress_bar: bool = True,
+    dtype: str = "float16",
 ) -> CachedEmbeddings:
     """Token embeddings of ``texts`` for ``task`` (``query`` or ``document``), from the cache or encoded now.
 
@@ -117,6 +118,8 @@ def cached_encode(
         model_name: Name or path recorded in the manifest.
         model_hash: Precomputed :func:`model_fingerprint` (computed when None).
         show_progress_bar: Show encoding progress.
+        dtype: Storage type: ``float16`` (half the disk) or ``float32`` (the model's output exactly;
+            a separate cache entry).
 
     Returns:
         The cached embeddings.
@@ -138,6 +141,7 @@ def cached_encode(
         cache_root=cache_root,
         prefix=task,
         shard_size=shard_size,
+        dtype=dtype,
         metadata={"model": model_name},
         description=f"Encoding {noun}",
         show_progress_bar=show_progress_bar,

@@ -58,7 +58,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--document-length", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: sentence-transformers' choice).")
-    parser.add_argument("--backend", choices=KMEANS_BACKENDS, default="torch", help="k-means backend.")
+    parser.add_argument(
+        "--backend",
+        choices=KMEANS_BACKENDS,
+        default="torch",
+        help="k-means backend: torch (batched) or sklearn (the paper's per-document reference; exact only "
+        "with --cache-dtype float32). Default: torch.",
+    )
+    parser.add_argument(
+        "--cache-dtype",
+        choices=("float16", "float32"),
+        default="float16",
+        help="Storage type of the embedding cache (float32: the model's output exactly, a separate cache "
+        "entry). Default: float16.",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument(
@@ -94,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        cache_dtype=args.cache_dtype,
     )
     started = time.perf_counter()
     cells = []

@@ -31,9 +31,11 @@ class SweepConfig:
         top_k: Documents kept per query (run files and metrics@100).
         batch_size: Encoding batch size.
         pool_batch_size: Documents pooled per call.
-        backend: k-means backend.
+        backend: k-means backend (``sklearn`` is the paper's reference bit for bit only with
+            ``cache_dtype="float32"``: float16 cached vectors cluster slightly differently).
         seed: k-means seed.
         cache_dir: Where encoded embeddings are cached.
+        cache_dtype: Storage type of the embedding cache, ``float16`` or ``float32``.
     """
 
     methods: list[str] = field(default_factory=lambda: ["kmeans", "hierarchical", "span"])
@@ -44,6 +46,7 @@ class SweepConfig:
     backend: str = "torch"
     seed: int = 42
     cache_dir: Path = Path(".cache/latepool")
+    cache_dtype: str = "float16"
 
 
 @dataclass
@@ -73,11 +76,17 @@ class CellResult:
 
 
 def encode_dataset(
-    model, dataset: RetrievalDataset, cache_dir: Path, batch_size: int = 32, model_name: str = ""
+    model,
+    dataset: RetrievalDataset,
+    cache_dir: Path,
+    batch_size: int = 32,
+    model_name: str = "",
+    cache_dtype: str = "float16",
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Token embeddings of a collection's documents and queries, through the embedding cache.
 
-    Lengths come from the model's ``Transformer`` (``document_length``, ``query_length``).
+    Lengths come from the model's ``Transformer`` (``document_length``, ``query_length``);
+    ``cache_dtype`` is the cache's storage type (``float16`` or ``float32``).
 
     Returns:
         ``(documents, queries)``: float32 ``(n_i, dim)`` tensors in the dataset's order.
@@ -90,6 +99,7 @@ def encode_dataset(
         batch_size=batch_size,
         model_name=model_name,
         model_hash=model_fingerprint(model),
+        dtype=cache_dtype,
     )
     documents = encode(
         dataset.corpus_ids,
@@ -120,7 +130,9 @@ def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_n
         One :class:`CellResult` per (method, pool factor), methods in order, pool factors ascending.
     """
     started = time.perf_counter()
-    documents, queries = encode_dataset(model, dataset, config.cache_dir, config.batch_size, model_name)
+    documents, queries = encode_dataset(
+        model, dataset, config.cache_dir, config.batch_size, model_name, config.cache_dtype
+    )
     encode_s = time.perf_counter() - started
 
     unpooled = None
