@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -302,47 +304,83 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serve ``app`` with the real uvicorn server on a free localhost port; yields its base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_index_built_with_other_lengths_searches_from_cli_python_and_http(
+    tiny_pylate_dir, beir_dir: Path, tmp_path: Path, capsys
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    from latepool.index.server import create_app
+    from latepool.models import load_model, set_lengths
+
+    index_path = tmp_path / "idx"
+    lengths = ["--query-length", "20", "--document-length", "40"]  # the checkpoint's are 12 and 64
+    build = ["index", "build", "--model", str(tiny_pylate_dir), "--corpus", str(beir_dir), "--output", str(index_path)]
+    assert main([*build, *lengths, "--pool-factor", "2"]) == 0
+    assert main(["search", "--index", str(index_path), "--query", "protein expression", "-k", "3", "--json"]) == 0
+    from_cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    index = Index.open(index_path)
+    from_python = index.search(["protein expression"], k=3)[0]
+    transformer = index.model()[0]
+    assert (transformer.query_length, transformer.document_length) == (20, 40)
+    reference = load_model(str(tiny_pylate_dir), device="cpu")
+    set_lengths(reference, 20, 40)
+    query = reference.encode_query(["protein expression"], convert_to_numpy=False)[0].float()
+    assert from_python == index.search_embeddings([query], k=3)[0]
+    assert [h["id"] for h in from_cli] == [d for d, _ in from_python]
+
+    with running_server(create_app(Index.open(index_path))) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/search", json={"query": "protein expression", "k": 3})
+    assert response.status_code == 200
+    assert [h["id"] for h in response.json()["results"][0]] == [d for d, _ in from_python]
+
+
 def test_http_api(tiny_model, corpus, tmp_path: Path) -> None:
     httpx = pytest.importorskip("httpx")
-    import uvicorn
 
     from latepool.index.server import create_app
 
     ids, texts = corpus
     index = Index.build(tmp_path / "idx", tiny_model, ids, texts, show_progress_bar=False)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(index), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        with httpx.Client(base_url=url, timeout=30) as client:
-            assert client.get("/health").json()["documents"] == 12
-            results = client.post("/search", json={"queries": ["protein expression"], "k": 3}).json()["results"]
-            assert len(results[0]) == 3
-            assert client.post("/search", content=b"{not json").status_code == 400
-            assert client.post("/search", json={"queries": [""]}).status_code == 400
-            assert client.post("/search", json={"query": "x", "k": 0}).status_code == 400
-            assert client.post("/add", json={"documents": [{"id": 5}]}).status_code == 400
-            assert client.post("/delete", json={"ids": ["nope"]}).status_code == 400
-            assert client.get("/search").status_code == 405
-            before = {d["id"] for d in client.post("/search", json={"query": "mice", "k": 20}).json()["results"][0]}
-            new_documents = [{"id": f"n{i}", "text": f"mice brain protein study {i}"} for i in range(8)]
-            seen: list[set[str]] = []
-            adder = threading.Thread(target=lambda: client.post("/add", json={"documents": new_documents}))
-            adder.start()
-            while adder.is_alive() or len(seen) < 3:
-                response = client.post("/search", json={"query": "mice", "k": 20})
-                seen.append({d["id"] for d in response.json()["results"][0]})
-            adder.join()
-            after = {d["id"] for d in client.post("/search", json={"query": "mice", "k": 20}).json()["results"][0]}
-            assert after == before | {d["id"] for d in new_documents}
-            assert all(s in (before, after) for s in seen)  # every search saw one consistent state
-            assert client.post("/delete", json={"ids": ["n0"]}).json()["documents"] == 19
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with running_server(create_app(index)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/health").json()["documents"] == 12
+        results = client.post("/search", json={"queries": ["protein expression"], "k": 3}).json()["results"]
+        assert len(results[0]) == 3
+        assert client.post("/search", content=b"{not json").status_code == 400
+        assert client.post("/search", json={"queries": [""]}).status_code == 400
+        assert client.post("/search", json={"query": "x", "k": 0}).status_code == 400
+        assert client.post("/add", json={"documents": [{"id": 5}]}).status_code == 400
+        assert client.post("/delete", json={"ids": ["nope"]}).status_code == 400
+        assert client.get("/search").status_code == 405
+        before = {d["id"] for d in client.post("/search", json={"query": "mice", "k": 20}).json()["results"][0]}
+        new_documents = [{"id": f"n{i}", "text": f"mice brain protein study {i}"} for i in range(8)]
+        seen: list[set[str]] = []
+        adder = threading.Thread(target=lambda: client.post("/add", json={"documents": new_documents}))
+        adder.start()
+        while adder.is_alive() or len(seen) < 3:
+            response = client.post("/search", json={"query": "mice", "k": 20})
+            seen.append({d["id"] for d in response.json()["results"][0]})
+        adder.join()
+        after = {d["id"] for d in client.post("/search", json={"query": "mice", "k": 20}).json()["results"][0]}
+        assert after == before | {d["id"] for d in new_documents}
+        assert all(s in (before, after) for s in seen)  # every search saw one consistent state
+        assert client.post("/delete", json={"ids": ["n0"]}).json()["documents"] == 19

@@ -25,7 +25,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -46,6 +46,9 @@ from latepool.index.storage import (
     write_segment,
 )
 from latepool.pooling import POOL_METHODS, pool_documents
+
+if TYPE_CHECKING:
+    from sentence_transformers import MultiVectorEncoder
 from latepool.scoring import PackedDocuments, maxsim_topk
 
 Hit = tuple[str, float]
@@ -87,7 +90,7 @@ class Index:
     Use :meth:`build` or :meth:`open` rather than the constructor.
     """
 
-    def __init__(self, path: Path, snapshot: _Snapshot, model=None) -> None:
+    def __init__(self, path: Path, snapshot: _Snapshot, model: MultiVectorEncoder | str | None = None) -> None:
         self.path = Path(path)
         self._snapshot = snapshot
         self._model = model
@@ -182,12 +185,13 @@ class Index:
         return cls.open(path, model=model, verify=False)
 
     @classmethod
-    def open(cls, path: str | Path, model=None, *, verify: bool = True) -> Index:
+    def open(cls, path: str | Path, model: MultiVectorEncoder | str | None = None, *, verify: bool = True) -> Index:
         """Open an index; ``verify`` checks every file's SHA-256 against the manifest first.
 
         Args:
             path: The index directory.
-            model: The query encoder; loaded lazily from the manifest's model when None.
+            model: The query encoder, or a checkpoint name to load; loaded lazily from the manifest's
+                model when None. Either way it is prepared by :func:`prepare_query_model`.
             verify: Check checksums (raises ``ValueError`` naming a missing or corrupted file).
         """
         path = Path(path)
@@ -215,17 +219,14 @@ class Index:
         """Ids of the live documents."""
         return list(self._snapshot.ids)
 
-    def model(self):
-        """The query encoder: the one given, or the manifest's model (checked against its settings)."""
+    def model(self) -> MultiVectorEncoder:
+        """The query (and document) encoder: the one given, or the manifest's, prepared once."""
         if self._model is None:
-            from latepool.models import load_model
-
-            name = self.manifest.get("model") or ""
-            if not name:
+            self._model = self.manifest.get("model") or ""
+            if not self._model:
                 raise ValueError(f"{self.path}: the manifest names no model; pass one to Index.open(model=...)")
-            self._model = load_model(name)
         if self._model is not self._checked_model:  # once per model, not on every search
-            check_model(self._model, self.manifest)
+            self._model = prepare_query_model(self._model, self.manifest)
             self._checked_model = self._model
         return self._model
 
@@ -396,6 +397,29 @@ def encode_and_pool(
     return documents
 
 
+def prepare_query_model(model: MultiVectorEncoder | str, manifest: dict[str, Any]) -> MultiVectorEncoder:
+    """The one place an index's encoder is made ready: load it, set the index's lengths, check it.
+
+    Args:
+        model: A ``MultiVectorEncoder`` (its lengths are set in place) or a name for
+            :func:`latepool.models.load_model`.
+        manifest: The index's manifest (``query_length``, ``document_length``, ``dim``).
+
+    Returns:
+        The model, with the query and document lengths the index was built with.
+
+    Raises:
+        ValueError: The model's embedding dimension differs from the index's.
+    """
+    from latepool.models import load_model, set_lengths
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    set_lengths(model, manifest.get("query_length"), manifest.get("document_length"))
+    check_model(model, manifest)
+    return model
+
+
 def check_model(model, manifest: dict[str, Any]) -> None:
     """Raise ``ValueError`` when ``model``'s dimension or lengths differ from the index's."""
     settings = _model_shape(model)
@@ -406,9 +430,11 @@ def check_model(model, manifest: dict[str, Any]) -> None:
 
 def _model_shape(model) -> dict[str, Any]:
     """The settings an index depends on: embedding dimension, query and document lengths."""
+    from latepool.models import query_length_of
+
     transformer = model[0]
     return {
-        "query_length": getattr(transformer, "query_length", None),
+        "query_length": query_length_of(transformer),
         "document_length": getattr(transformer, "document_length", None),
         "dim": model.get_embedding_dimension(),
     }
@@ -470,4 +496,4 @@ def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-__all__ = ["Hit", "Index", "IndexFormatError", "check_model", "encode_and_pool"]
+__all__ = ["Hit", "Index", "IndexFormatError", "check_model", "encode_and_pool", "prepare_query_model"]
