@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from latepool import __version__
 from latepool.commands import evaluate as evaluate_command
+from latepool.commands import export as export_command
 from latepool.commands import index as index_command
 from latepool.commands import mine as mine_command
 from latepool.commands import pool as pool_command
@@ -15,6 +16,7 @@ from latepool.commands import score as score_command
 from latepool.commands import search as search_command
 from latepool.commands import serve as serve_command
 from latepool.commands import train as train_command
+from latepool.extras import MissingExtraError
 
 SUBCOMMANDS = [
     evaluate_command,
@@ -22,6 +24,7 @@ SUBCOMMANDS = [
     mine_command,
     score_command,
     train_command,
+    export_command,
     index_command,
     search_command,
     serve_command,
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, UnicodeDecodeError) as error:
+    except (ValueError, FileNotFoundError, UnicodeDecodeError, MissingExtraError) as error:
         print(f"latepool {args.command}: error: {error}", file=sys.stderr)
         return 2
 

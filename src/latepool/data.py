@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latepool.extras import require
+
 NANOBEIR_REPO = "sentence-transformers/NanoBEIR-en"
 NANOBEIR_NAMES = {
     "arguana": "ArguAna",
@@ -189,12 +191,14 @@ def _assemble(
 
 def _download(repo_id: str, allow_patterns: list[str]) -> Path:
     """Snapshot of a hub dataset repository (only the matching files) in the huggingface_hub cache."""
+    require("hub", "loading hub datasets")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=allow_patterns))
 
 
 def _read_parquet_rows(paths: list[Path]) -> list[dict]:
+    require("hub", "reading parquet files")
     import pyarrow.parquet as pq
 
     if not paths:

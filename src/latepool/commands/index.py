@@ -98,7 +98,7 @@ def run_build(args: argparse.Namespace) -> int:
 def _open(path: Path, model_name: str | None = None):
     from latepool.index import Index
 
-    return Index.open(path, model=_load(model_name) if model_name else None)
+    return Index.open(path, model=model_name)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -126,6 +126,9 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from latepool.extras import require
+
+    require("qdrant", "latepool index export-qdrant")
     from latepool.index.qdrant import connect, export_index
 
     index = _open(args.index)

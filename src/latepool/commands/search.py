@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
         ids, texts = [r["_id"] for r in rows], [r.get("text") or "" for r in rows]
     else:
         ids, texts = ["query"], [args.query]
+    if args.qdrant or args.qdrant_path:
+        from latepool.extras import require
+
+        require("qdrant", "latepool search --qdrant")
     index = _open(args.index, args.model)
     if args.qdrant or args.qdrant_path:
         hits = _search_qdrant(index, args, texts, k)

@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from latepool.extras import require
+
+    require("server", "latepool serve")
     from latepool.commands.index import _open
     from latepool.index.server import serve
 

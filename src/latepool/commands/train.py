@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latepool.checkpoints import CHECKPOINT_FORMATS
 from latepool.commands.evaluate import parse_pool_factors
 from latepool.training.loss import TRAIN_POOL_METHODS
 
@@ -49,10 +50,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-split", default="dev")
     parser.add_argument("--eval-pool-factor", type=float, default=4)
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--checkpoint-format",
+        choices=CHECKPOINT_FORMATS,
+        default="pylate",
+        help="Layout of the model and its checkpoints: pylate (loads in PyLate 1.6 and sentence-transformers "
+        ">= 6.2) or sentence-transformers. Default: pylate.",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from latepool.extras import require
+
+    require("train", "latepool train")
     from transformers import set_seed
 
     from latepool.data import load_dataset
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         teacher_temperature=args.teacher_temperature,
         train_layers=args.train_layers,
         cache_dir=args.cache_dir,
+        checkpoint_format=args.checkpoint_format,
     )
     card = {
         "base_model": args.model,

@@ -11,6 +11,7 @@ import uuid
 
 from torch import Tensor
 
+from latepool.extras import require
 from latepool.index.index import Hit, Index
 
 _NAMESPACE = uuid.UUID("6f1c3a52-8d1e-4d0b-9a53-6c9a3b7a1f20")
@@ -18,6 +19,7 @@ _NAMESPACE = uuid.UUID("6f1c3a52-8d1e-4d0b-9a53-6c9a3b7a1f20")
 
 def connect(url: str | None = None, path: str | None = None, api_key: str | None = None):
     """A ``QdrantClient`` for a server or cluster (``url``) or an embedded local store (``path``)."""
+    require("qdrant", "Qdrant export and search")
     from qdrant_client import QdrantClient
 
     if (url is None) == (path is None):

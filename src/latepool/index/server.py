@@ -18,14 +18,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from latepool.extras import require
 
-from latepool.data import document_text
-from latepool.index.index import Index
+require("server", "latepool serve")
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from latepool.data import document_text  # noqa: E402
+from latepool.index.index import Index  # noqa: E402
 
 MAX_QUERIES = 1024
 

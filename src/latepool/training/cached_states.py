@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from latepool.cache import FORMAT_VERSION, CachedEmbeddings, cached_arrays, hash_tensors, texts_fingerprint
+from latepool.models import query_length_of
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class EncoderSplit:
         digest = hashlib.sha256()
         hash_tensors(digest, self.frozen)
         config = self.transformer.get_config_dict() if hasattr(self.transformer, "get_config_dict") else {}
+        config = {**config, "query_length": query_length_of(self.transformer)}  # the same in either save layout
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(self.transformer.model.config.to_json_string().encode())
         digest.update(f"cut:{self.train_layers}:{self.cut_layer}".encode())

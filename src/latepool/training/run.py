@@ -3,8 +3,9 @@
 The student is a ``MultiVectorEncoder``; the loss is :class:`~latepool.training.loss.PoolingDistillKLDivLoss`;
 the loop, checkpointing, mixed precision and multi-GPU (accelerate / torchrun) are the
 sentence-transformers trainer's. An optional dev evaluation after each epoch (NDCG@10 at a chosen
-pool factor) keeps the best epoch. The result is a plain ``MultiVectorEncoder`` save that PyLate
-loads too, with latepool's training settings recorded in its model card and ``latepool_training.json``.
+pool factor) keeps the best epoch. The result, and every intermediate checkpoint, is written in
+PyLate's layout by default (``checkpoint_format``), which PyLate 1.6 and sentence-transformers >= 6.2
+both load, with latepool's training settings recorded in its model card and ``latepool_training.json``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 import latepool
+from latepool.checkpoints import save_checkpoint
 from latepool.data import RetrievalDataset
 from latepool.evaluation.sweep import SweepConfig, evaluate_documents, pool_corpus
+from latepool.extras import require
 from latepool.training.cached_states import StateCache, build_state_cache, training_texts, use_cached_states
 from latepool.training.examples import TrainingExamples
 from latepool.training.loss import PoolingDistillKLDivLoss
@@ -52,6 +55,7 @@ class TrainConfig:
     train_layers: int | None = None
     cache_dir: Path = Path(".cache/latepool")
     cache_dtype: str = "float16"
+    checkpoint_format: str = "pylate"
 
 
 class PooledRetrievalEvaluator(BaseEvaluator):
@@ -103,10 +107,10 @@ def train(
     Returns:
         The training record written to ``output/latepool_training.json``.
     """
-    from sentence_transformers.multi_vector_encoder import (
-        MultiVectorEncoderTrainer,
-        MultiVectorEncoderTrainingArguments,
-    )
+    require("train", "pooling-aware training")
+    from sentence_transformers.multi_vector_encoder import MultiVectorEncoderTrainingArguments
+
+    from latepool.training.trainer import LatepoolTrainer
 
     loss = PoolingDistillKLDivLoss(
         model,
@@ -147,8 +151,13 @@ def train(
             )
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     with use_cached_states(model, state_cache) if state_cache else nullcontext():
-        trainer = MultiVectorEncoderTrainer(
-            model=model, args=args, train_dataset=examples.to_dataset(), loss=loss, evaluator=evaluator
+        trainer = LatepoolTrainer(
+            model=model,
+            args=args,
+            train_dataset=examples.to_dataset(),
+            loss=loss,
+            evaluator=evaluator,
+            checkpoint_format=config.checkpoint_format,
         )
         result = trainer.train(resume_from_checkpoint=True if resume else None)
     record = {
@@ -165,10 +174,10 @@ def train(
 
 
 def save_model(model, output: Path, record: dict[str, Any]) -> None:
-    """Save a loadable ``MultiVectorEncoder`` and record latepool's training settings in its card."""
+    """Save the model in the configured checkpoint format and record latepool's training settings in its card."""
     pooling = record["training"]
     model.model_card_data.add_tags(["latepool", "token-pooling", f"pooling:{pooling['pool_method']}"])
-    model.save(str(output))
+    save_checkpoint(model, output, pooling.get("checkpoint_format", "pylate"))
     (output / "latepool_training.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     provenance = record.get("provenance", {})
     lines = [
@@ -186,6 +195,9 @@ def save_model(model, output: Path, record: dict[str, Any]) -> None:
         f"normalized scores {pooling['normalize_scores']}, seed {pooling['seed']}",
         f"- trained layers: {_trained_layers(pooling.get('train_layers'))}",
         f"- steps run: {record['global_step']}, training loss {record['training_loss']:.4f}",
+        f"- checkpoint format: {pooling.get('checkpoint_format', 'pylate')} "
+        "(`pylate`: `pylate.models.ColBERT(model_name_or_path=...)` and "
+        "`sentence_transformers.MultiVectorEncoder(...)` both load it)",
         "",
     ]
     with (output / "README.md").open("a", encoding="utf-8") as card:
