@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import string
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -181,6 +185,32 @@ def write_tiny_pylate_colbert(directory: Path, *, embedding_dim: int = 16, seed:
         )
     )
     return directory
+
+
+@contextmanager
+def serve_app(app) -> Iterator[str]:
+    """Serve ``app`` with the real uvicorn server on a free localhost port; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def running_server():
+    """:func:`serve_app`: ``with running_server(app) as url: ...`` (the real uvicorn, on localhost)."""
+    return serve_app
 
 
 @pytest.fixture(scope="session")

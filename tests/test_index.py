@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -296,36 +292,8 @@ def test_qdrant_local_mode_matches_exact_search(tmp_path: Path) -> None:
         assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-4)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_server(app) -> Iterator[str]:
-    """Serve ``app`` with the real uvicorn server on a free localhost port; yields its base URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_index_built_with_other_lengths_searches_from_cli_python_and_http(
-    tiny_pylate_dir, beir_dir: Path, tmp_path: Path, capsys
+    tiny_pylate_dir, beir_dir: Path, tmp_path: Path, capsys, running_server
 ) -> None:
     httpx = pytest.importorskip("httpx")
     from latepool.index.server import create_app
@@ -352,35 +320,3 @@ def test_index_built_with_other_lengths_searches_from_cli_python_and_http(
         response = client.post("/search", json={"query": "protein expression", "k": 3})
     assert response.status_code == 200
     assert [h["id"] for h in response.json()["results"][0]] == [d for d, _ in from_python]
-
-
-def test_http_api(tiny_model, corpus, tmp_path: Path) -> None:
-    httpx = pytest.importorskip("httpx")
-
-    from latepool.index.server import create_app
-
-    ids, texts = corpus
-    index = Index.build(tmp_path / "idx", tiny_model, ids, texts, show_progress_bar=False)
-    with running_server(create_app(index)) as url, httpx.Client(base_url=url, timeout=30) as client:
-        assert client.get("/health").json()["documents"] == 12
-        results = client.post("/search", json={"queries": ["protein expression"], "k": 3}).json()["results"]
-        assert len(results[0]) == 3
-        assert client.post("/search", content=b"{not json").status_code == 400
-        assert client.post("/search", json={"queries": [""]}).status_code == 400
-        assert client.post("/search", json={"query": "x", "k": 0}).status_code == 400
-        assert client.post("/add", json={"documents": [{"id": 5}]}).status_code == 400
-        assert client.post("/delete", json={"ids": ["nope"]}).status_code == 400
-        assert client.get("/search").status_code == 405
-        before = {d["id"] for d in client.post("/search", json={"query": "mice", "k": 20}).json()["results"][0]}
-        new_documents = [{"id": f"n{i}", "text": f"mice brain protein study {i}"} for i in range(8)]
-        seen: list[set[str]] = []
-        adder = threading.Thread(target=lambda: client.post("/add", json={"documents": new_documents}))
-        adder.start()
-        while adder.is_alive() or len(seen) < 3:
-            response = client.post("/search", json={"query": "mice", "k": 20})
-            seen.append({d["id"] for d in response.json()["results"][0]})
-        adder.join()
-        after = {d["id"] for d in client.post("/search", json={"query": "mice", "k": 20}).json()["results"][0]}
-        assert after == before | {d["id"] for d in new_documents}
-        assert all(s in (before, after) for s in seen)  # every search saw one consistent state
-        assert client.post("/delete", json={"ids": ["n0"]}).json()["documents"] == 19

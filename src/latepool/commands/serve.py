@@ -1,26 +1,66 @@
-"""``latepool serve``: the index's HTTP JSON API (search, add, delete, health)."""
+"""``latepool serve``: the index's HTTP JSON API (search, add, delete, health), with keys and limits."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+
+from latepool.commands.common import add_model_option
+
+API_KEY_ENV = "LATEPOOL_API_KEY"  # the same name as latepool.index.server.API_KEY_ENV (no starlette import here)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="Serve an index over HTTP (JSON: /search, /add, /delete, /health).")
-    parser.add_argument("--index", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1", help="Bind address (default localhost only).")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", default=None, help="Override the manifest's model.")
+    parser = subparsers.add_parser(
+        "serve",
+        help="Serve an index over HTTP (JSON: /search, /add, /delete, /health).",
+        description="Binds 127.0.0.1 by default. Beyond loopback an API key is required on every endpoint, "
+        "unless --public-read-only is given.",
+    )
+    parser.add_argument("--index", type=Path, required=True, help="The index directory.")
+    parser.add_argument("--host", default="127.0.0.1", help="Bind address.")
+    parser.add_argument("--port", type=int, default=8000, help="Port.")
+    add_model_option(parser, required=False, override=True)
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"Key clients send as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (default: ${API_KEY_ENV}; "
+        "prefer the variable: a command-line key shows in the process list).",
+    )
+    parser.add_argument("--read-only", action="store_true", help="Refuse /add and /delete (403).")
+    parser.add_argument(
+        "--public-read-only",
+        action="store_true",
+        help="Allow a key-less server beyond loopback; it only searches.",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="Largest request body (413).")
+    parser.add_argument("--max-documents", type=int, default=1000, help="Documents (or ids) per /add or /delete.")
+    parser.add_argument("--max-queries", type=int, default=256, help="Queries per /search.")
+    parser.add_argument("--max-query-chars", type=int, default=2000, help="Characters per query.")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from latepool.extras import require
 
     require("server", "latepool serve")
-    from latepool.commands.index import _open
-    from latepool.index.server import serve
+    from latepool.commands.common import open_index
+    from latepool.index.server import check_bind, serve
 
-    serve(_open(args.index, args.model), host=args.host, port=args.port)
+    config = check_bind(args.host, args.api_key or os.environ.get(API_KEY_ENV) or None, args.public_read_only)
+    config = replace(
+        config,
+        read_only=config.read_only or args.read_only,
+        max_body_bytes=args.max_body_bytes,
+        max_documents=args.max_documents,
+        max_queries=args.max_queries,
+        max_query_chars=args.max_query_chars,
+    )
+    if config.api_key is None and config.read_only and not args.read_only:
+        print(f"latepool serve: warning: {args.host} serves searches to anyone who can reach it", file=sys.stderr)
+    serve(open_index(args.index, args.model), host=args.host, port=args.port, config=config)
     return 0

@@ -25,7 +25,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -45,13 +45,30 @@ from latepool.index.storage import (
     write_manifest,
     write_segment,
 )
-from latepool.pooling import POOL_METHODS, pool_documents
+from latepool.pooling import POOL_METHODS, pool_corpus
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
 from latepool.scoring import PackedDocuments, maxsim_topk
 
-Hit = tuple[str, float]
+
+class Hit(NamedTuple):
+    """One search result: a document id and its MaxSim score (unpacks as ``doc_id, score``)."""
+
+    id: str
+    score: float
+
+
+class IndexInputError(ValueError):
+    """The caller's input is not acceptable (empty texts or queries, k < 1, wrong dimensions, ...)."""
+
+
+class DocumentsExistError(IndexInputError):
+    """Documents with these ids are already in the index (add them with ``replace=True``)."""
+
+
+class DocumentsNotFoundError(IndexInputError):
+    """Ids that are not in the index."""
 
 
 @dataclass
@@ -102,7 +119,7 @@ class Index:
     def build(
         cls,
         path: str | Path,
-        model,
+        model: MultiVectorEncoder,
         ids: list[str],
         texts: list[str],
         *,
@@ -150,7 +167,7 @@ class Index:
         *,
         centroids: bool = True,
         overwrite: bool = False,
-        model=None,
+        model: MultiVectorEncoder | None = None,
     ) -> Index:
         """Write already pooled ``documents`` as a new index (``settings``: model, lengths, pooling, dtype)."""
         path = Path(path)
@@ -254,7 +271,7 @@ class Index:
         queries = [queries] if isinstance(queries, str) else list(queries)
         empty = [i for i, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
         if not queries or empty:
-            raise ValueError(f"queries must be non-empty texts (empty at positions {empty})")
+            raise IndexInputError(f"queries must be non-empty texts (empty at positions {empty})")
         embeddings = self.model().encode_query(queries, convert_to_numpy=False)
         return self.search_embeddings(
             [e.float().cpu() for e in embeddings], k, candidates=candidates, nprobe=nprobe, rescore=rescore
@@ -266,16 +283,16 @@ class Index:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise IndexInputError(f"k must be >= 1, got {k}")
         if any(q.ndim != 2 or q.shape[1] != self.manifest["dim"] for q in queries):
-            raise ValueError(f"query embeddings must be (len, {self.manifest['dim']}) tensors")
+            raise IndexInputError(f"query embeddings must be (len, {self.manifest['dim']}) tensors")
         if snapshot.packed is None:
             return [[] for _ in queries]
         if candidates and snapshot.candidates is not None:
             return [self._search_candidates(snapshot, q, k, nprobe, rescore) for q in queries]
         scores, indices = maxsim_topk(queries, snapshot.packed, k)
         return [
-            [(snapshot.ids[i], s) for s, i in zip(row_s, row_i)]
+            [Hit(snapshot.ids[i], s) for s, i in zip(row_s, row_i)]
             for row_s, row_i in zip(scores.tolist(), indices.tolist())
         ]
 
@@ -285,18 +302,39 @@ class Index:
         if len(docs) == 0:
             return []
         scores, best = snapshot.candidates.rescore(query, docs, k)
-        return [(snapshot.ids[d], s) for s, d in zip(scores.tolist(), best.tolist())]
+        return [Hit(snapshot.ids[d], s) for s, d in zip(scores.tolist(), best.tolist())]
 
     # ----- updates -----------------------------------------------------------------------------
-    def add(self, ids: list[str], texts: list[str], *, replace: bool = False, batch_size: int = 32) -> None:
-        """Encode, pool and add documents; an existing id is an error unless ``replace``."""
+    def add(
+        self,
+        ids: list[str],
+        texts: list[str],
+        *,
+        replace: bool = False,
+        batch_size: int = 32,
+        show_progress_bar: bool = True,
+    ) -> None:
+        """Encode, pool and add documents; an existing id is an error unless ``replace``.
+
+        Args:
+            ids: New document ids.
+            texts: Their texts.
+            replace: Replace documents whose id exists (else :class:`DocumentsExistError`).
+            batch_size: Encoding batch size.
+            show_progress_bar: Show encoding progress.
+        """
         _check_documents(ids, texts)
         existing = [i for i in ids if i in self._snapshot.locations]
         if existing and not replace:
-            raise ValueError(f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace")
+            raise DocumentsExistError(f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace")
         manifest = self.manifest
         documents = encode_and_pool(
-            self.model(), texts, manifest["pool_method"], manifest["pool_factor"], batch_size, show_progress_bar=False
+            self.model(),
+            texts,
+            manifest["pool_method"],
+            manifest["pool_factor"],
+            batch_size,
+            show_progress_bar=show_progress_bar,
         )
         self.add_documents(ids, documents, replace=replace)
 
@@ -306,9 +344,11 @@ class Index:
             snapshot = self._snapshot
             existing = [i for i in ids if i in snapshot.locations]
             if existing and not replace:
-                raise ValueError(f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace")
+                raise DocumentsExistError(
+                    f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace"
+                )
             if any(d.ndim != 2 or d.shape[1] != snapshot.manifest["dim"] for d in documents):
-                raise ValueError(f"documents must be (n, {snapshot.manifest['dim']}) tensors")
+                raise IndexInputError(f"documents must be (n, {snapshot.manifest['dim']}) tensors")
             manifest = _copy_manifest(snapshot.manifest)
             _tombstone(manifest, snapshot, existing)
             name = f"seg-{uuid.uuid4().hex[:12]}"
@@ -327,7 +367,7 @@ class Index:
             snapshot = self._snapshot
             missing = [i for i in ids if i not in snapshot.locations]
             if missing:
-                raise ValueError(f"{len(missing)} ids are not in the index (first: {missing[0]!r})")
+                raise DocumentsNotFoundError(f"{len(missing)} ids are not in the index (first: {missing[0]!r})")
             manifest = _copy_manifest(snapshot.manifest)
             _tombstone(manifest, snapshot, list(dict.fromkeys(ids)))
             self._commit(manifest, snapshot.segments)
@@ -390,9 +430,7 @@ def encode_and_pool(
     chunk = max(batch_size * 8, 256)
     for start in tqdm(range(0, len(texts), chunk), desc="Indexing", disable=not show_progress_bar):
         embeddings = model.encode_document(texts[start : start + chunk], batch_size=batch_size, convert_to_numpy=False)
-        embeddings = [e.float() for e in embeddings]
-        if pool_factor != 1:
-            embeddings = pool_documents(embeddings, method=pool_method, pool_factor=pool_factor)
+        embeddings = pool_corpus([e.float() for e in embeddings], pool_method, pool_factor, show_progress_bar=False)
         documents.extend(e.cpu() for e in embeddings)
     return documents
 
@@ -420,7 +458,7 @@ def prepare_query_model(model: MultiVectorEncoder | str, manifest: dict[str, Any
     return model
 
 
-def check_model(model, manifest: dict[str, Any]) -> None:
+def check_model(model: MultiVectorEncoder, manifest: dict[str, Any]) -> None:
     """Raise ``ValueError`` when ``model``'s dimension or lengths differ from the index's."""
     settings = _model_shape(model)
     for key in ("dim", "query_length", "document_length"):
@@ -428,7 +466,7 @@ def check_model(model, manifest: dict[str, Any]) -> None:
             raise ValueError(f"the model's {key} is {settings[key]}, the index was built with {manifest[key]}")
 
 
-def _model_shape(model) -> dict[str, Any]:
+def _model_shape(model: MultiVectorEncoder) -> dict[str, Any]:
     """The settings an index depends on: embedding dimension, query and document lengths."""
     from latepool.models import query_length_of
 
@@ -440,7 +478,7 @@ def _model_shape(model) -> dict[str, Any]:
     }
 
 
-def _model_settings(model, model_name: str) -> dict[str, Any]:
+def _model_settings(model: MultiVectorEncoder, model_name: str) -> dict[str, Any]:
     """What a manifest records about the model: name, weights hash and shape."""
     from latepool.cache import model_fingerprint
 
@@ -449,14 +487,14 @@ def _model_settings(model, model_name: str) -> dict[str, Any]:
 
 def _check_documents(ids: list[str], texts: list[str]) -> None:
     if not ids:
-        raise ValueError("no documents given")
+        raise IndexInputError("no documents given")
     if len(ids) != len(texts):
-        raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        raise IndexInputError(f"{len(ids)} ids for {len(texts)} texts")
     if len(set(ids)) != len(ids):
-        raise ValueError("document ids must be unique")
+        raise IndexInputError("document ids must be unique")
     empty = [i for i, t in zip(ids, texts) if not isinstance(t, str) or not t.strip()]
     if empty:
-        raise ValueError(f"{len(empty)} documents have empty text (first: {empty[0]!r})")
+        raise IndexInputError(f"{len(empty)} documents have empty text (first: {empty[0]!r})")
 
 
 def _check_target(path: Path, pool_method: str, dtype: str, overwrite: bool) -> None:
@@ -496,4 +534,14 @@ def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-__all__ = ["Hit", "Index", "IndexFormatError", "check_model", "encode_and_pool", "prepare_query_model"]
+__all__ = [
+    "DocumentsExistError",
+    "DocumentsNotFoundError",
+    "Hit",
+    "Index",
+    "IndexFormatError",
+    "IndexInputError",
+    "check_model",
+    "encode_and_pool",
+    "prepare_query_model",
+]

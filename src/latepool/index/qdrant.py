@@ -81,5 +81,5 @@ def search_qdrant(client, collection: str, queries: list[Tensor], k: int = 10, e
             with_payload=True,
             search_params=models.SearchParams(exact=exact),
         )
-        results.append([(point.payload["doc_id"], float(point.score)) for point in response.points])
+        results.append([Hit(point.payload["doc_id"], float(point.score)) for point in response.points])
     return results

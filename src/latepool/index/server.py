@@ -2,20 +2,42 @@
 
 Endpoints (JSON in, JSON out):
 
-- ``GET /health`` -> ``{"status": "ok", "documents": N, "vectors": M}``
+- ``GET /health`` -> ``{"status": "ok", "documents": N, "vectors": M, "read_only": bool}``
 - ``POST /search`` ``{"queries": ["..."], "k": 10, "candidates": false}`` (or ``"query": "..."``)
   -> ``{"results": [[{"id": ..., "score": ...}, ...], ...]}``
 - ``POST /add`` ``{"documents": [{"id": ..., "text": ..., "title": ...}], "replace": false}``
 - ``POST /delete`` ``{"ids": [...]}``
 
-Malformed requests get a 4xx answer with ``{"error": message}``. Index work runs in worker threads;
-searches read an immutable snapshot, so searches running while an add commits see either the
-index before or after it, never a mix.
+Security model (see :class:`ServerConfig`):
+
+- An API key, sent as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` and compared in constant
+  time. With a key, ``/add`` and ``/delete`` need it; a server bound to a non-loopback address
+  needs it on every endpoint (:func:`check_bind` refuses to start such a server without a key
+  unless it is explicitly public and read-only). No key: 401; a wrong key: 403.
+- ``read_only`` answers the write endpoints with 403.
+- Limits: the request body (413 as soon as it is known to be too large, before the rest is read),
+  documents per ``/add``, queries per ``/search`` and characters per query (400).
+- Every answer is JSON. Client errors are 4xx (400 bad input, 404 unknown ids, 409 existing ids);
+  anything else is the server's fault: 500 with a generic message (details go to the log).
+
+Index work runs in worker threads; searches read an immutable snapshot, so searches running while
+an add or delete commits see the index before or after it, never a mix.
+
+Example::
+
+    from latepool.index import Index
+    from latepool.index.server import ServerConfig, create_app
+
+    app = create_app(Index.open("scifact.idx"), ServerConfig(api_key="s3cret", read_only=False))
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from latepool.extras import require
@@ -24,27 +46,136 @@ require("server", "latepool serve")
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from latepool.data import document_text  # noqa: E402
-from latepool.index.index import Index  # noqa: E402
+from latepool.index.index import DocumentsExistError, DocumentsNotFoundError, Index, IndexInputError  # noqa: E402
 
-MAX_QUERIES = 1024
+logger = logging.getLogger(__name__)
+API_KEY_ENV = "LATEPOOL_API_KEY"
 
 
-class RequestError(ValueError):
-    """A client error: answered with status 400 (or the given status)."""
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the server accepts, and from whom.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    Attributes:
+        api_key: The key clients send (None: no key).
+        keyed_reads: Require the key on every endpoint, not only on ``/add`` and ``/delete``
+            (set for servers bound beyond loopback).
+        read_only: Refuse ``/add`` and ``/delete`` (403).
+        max_body_bytes: Largest request body (413 above it). Default 4 MiB.
+        max_documents: Documents per ``/add``. Default 1,000.
+        max_queries: Queries per ``/search``. Default 256.
+        max_query_chars: Characters per query. Default 2,000.
+        max_k: Largest ``k``. Default 1,000.
+    """
+
+    api_key: str | None = None
+    keyed_reads: bool = False
+    read_only: bool = False
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_documents: int = 1000
+    max_queries: int = 256
+    max_query_chars: int = 2000
+    max_k: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("the API key is empty")
+        if self.keyed_reads and self.api_key is None:
+            raise ValueError("keyed_reads needs an api_key")
+        for name in ("max_body_bytes", "max_documents", "max_queries", "max_query_chars", "max_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class RequestError(Exception):
+    """A client error, answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine.
+
+    Example::
+
+        >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0"), is_loopback("10.0.0.5")
+        (True, True, False, False)
+    """
+    if host.lower() == "localhost":
+        return True
     try:
-        body = json.loads(await request.body())
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def check_bind(host: str, api_key: str | None, public_read_only: bool = False) -> ServerConfig:
+    """The server configuration for binding ``host``; refuses an exposed server that anyone could change.
+
+    Args:
+        host: The bind address.
+        api_key: The key (None: none).
+        public_read_only: The user's explicit request for a key-less, read-only server beyond loopback.
+
+    Returns:
+        A :class:`ServerConfig` with ``keyed_reads`` set beyond loopback, ``read_only`` when public.
+
+    Raises:
+        ValueError: A non-loopback bind without a key and without ``public_read_only``.
+    """
+    if is_loopback(host):
+        return ServerConfig(api_key=api_key, read_only=public_read_only)
+    if api_key is not None:
+        return ServerConfig(api_key=api_key, keyed_reads=True, read_only=public_read_only)
+    if public_read_only:
+        return ServerConfig(read_only=True)
+    raise ValueError(
+        f"binding {host} exposes the index beyond this machine: set an API key (--api-key or {API_KEY_ENV}), "
+        "or pass --public-read-only for a key-less server that only searches"
+    )
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def _authorize(request: Request, config: ServerConfig, write: bool) -> None:
+    """Raise 401 (no key) or 403 (wrong key, or a write to a read-only server)."""
+    if config.api_key is not None and (write or config.keyed_reads):
+        presented = _presented_key(request)
+        if not presented:
+            raise RequestError("an API key is required", 401, {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(presented.encode(), config.api_key.encode()):
+            raise RequestError("the API key is not valid", 403)
+    if write and config.read_only:
+        raise RequestError("the server is read-only", 403)
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object, reading at most ``limit`` bytes (413 beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestError(f"the request body is larger than {limit} bytes", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"the request body is larger than {limit} bytes", 413)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RequestError(f"the request body is not valid JSON: {error}") from error
     if not isinstance(body, dict):
@@ -59,50 +190,74 @@ def _int_field(body: dict[str, Any], name: str, default: int, low: int, high: in
     return value
 
 
-def create_app(index: Index) -> Starlette:
-    """The ASGI application serving ``index``."""
+def _queries(body: dict[str, Any], config: ServerConfig) -> list[str]:
+    queries = body.get("queries", [body["query"]] if "query" in body else None)
+    if not isinstance(queries, list) or not queries or len(queries) > config.max_queries:
+        raise RequestError(f"give 'query' (a string) or 'queries' (1 to {config.max_queries} strings)")
+    if any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise RequestError("every query must be a non-empty string")
+    if any(len(q) > config.max_query_chars for q in queries):
+        raise RequestError(f"a query is longer than {config.max_query_chars} characters")
+    return queries
+
+
+def _documents(body: dict[str, Any], config: ServerConfig) -> tuple[list[str], list[str]]:
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise RequestError("'documents' must be a non-empty list of {id, text[, title]} objects")
+    if len(documents) > config.max_documents:
+        raise RequestError(f"at most {config.max_documents} documents per request, got {len(documents)}")
+    if any(
+        not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("text"), str)
+        for d in documents
+    ):
+        raise RequestError("every document needs a string 'id' and a string 'text'")
+    return [d["id"] for d in documents], [document_text(d) for d in documents]
+
+
+def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
+    """The ASGI application serving ``index`` under ``config`` (default: no key, writable, default limits)."""
+    config = config or ServerConfig()
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "documents": len(index), "vectors": index.manifest["vector_count"]})
+        _authorize(request, config, write=False)
+        manifest = index.manifest
+        return JSONResponse(
+            {
+                "status": "ok",
+                "documents": len(index),
+                "vectors": manifest["vector_count"],
+                "read_only": config.read_only,
+            }
+        )
 
     async def search(request: Request) -> JSONResponse:
-        body = await _json_body(request)
-        queries = body.get("queries", [body["query"]] if "query" in body else None)
-        if not isinstance(queries, list) or not queries or len(queries) > MAX_QUERIES:
-            raise RequestError(f"give 'query' (a string) or 'queries' (1 to {MAX_QUERIES} strings)")
-        if any(not isinstance(q, str) or not q.strip() for q in queries):
-            raise RequestError("every query must be a non-empty string")
-        k = _int_field(body, "k", 10, 1, 1000)
+        _authorize(request, config, write=False)
+        body = await _json_body(request, config.max_body_bytes)
+        queries = _queries(body, config)
+        k = _int_field(body, "k", 10, 1, config.max_k)
         candidates = bool(body.get("candidates", False))
         hits = await run_in_threadpool(index.search, queries, k, candidates=candidates)
-        return JSONResponse({"results": [[{"id": d, "score": s} for d, s in row] for row in hits]})
+        return JSONResponse({"results": [[{"id": h.id, "score": h.score} for h in row] for row in hits]})
 
     async def add(request: Request) -> JSONResponse:
-        body = await _json_body(request)
-        documents = body.get("documents")
-        if not isinstance(documents, list) or not documents:
-            raise RequestError("'documents' must be a non-empty list of {id, text[, title]} objects")
-        if any(
-            not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("text"), str)
-            for d in documents
-        ):
-            raise RequestError("every document needs a string 'id' and a string 'text'")
-        ids = [d["id"] for d in documents]
-        texts = [document_text(d) for d in documents]
-        await run_in_threadpool(index.add, ids, texts, replace=bool(body.get("replace", False)))
+        _authorize(request, config, write=True)
+        body = await _json_body(request, config.max_body_bytes)
+        ids, texts = _documents(body, config)
+        replace = bool(body.get("replace", False))
+        await run_in_threadpool(index.add, ids, texts, replace=replace, show_progress_bar=False)
         return JSONResponse({"added": len(ids), "documents": len(index)})
 
     async def delete(request: Request) -> JSONResponse:
-        body = await _json_body(request)
+        _authorize(request, config, write=True)
+        body = await _json_body(request, config.max_body_bytes)
         ids = body.get("ids")
         if not isinstance(ids, list) or not ids or any(not isinstance(i, str) for i in ids):
             raise RequestError("'ids' must be a non-empty list of strings")
+        if len(ids) > config.max_documents:
+            raise RequestError(f"at most {config.max_documents} ids per request, got {len(ids)}")
         deleted = await run_in_threadpool(index.delete, ids)
         return JSONResponse({"deleted": deleted, "documents": len(index)})
-
-    async def client_error(request: Request, error: Exception) -> JSONResponse:
-        status = error.status if isinstance(error, RequestError) else 400
-        return JSONResponse({"error": str(error)}, status_code=status)
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -110,12 +265,46 @@ def create_app(index: Index) -> Starlette:
         Route("/add", add, methods=["POST"]),
         Route("/delete", delete, methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={ValueError: client_error})
+    handlers = {
+        RequestError: _request_error,
+        IndexInputError: _index_input_error,
+        HTTPException: _http_error,
+        Exception: _server_error,
+    }
+    return Starlette(routes=routes, exception_handlers=handlers)
 
 
-def serve(index: Index, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``index`` with uvicorn until interrupted (binds to localhost by default)."""
+async def _request_error(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(error)}, status_code=error.status, headers=error.headers)
+
+
+async def _index_input_error(request: Request, error: Exception) -> JSONResponse:
+    status = (
+        409 if isinstance(error, DocumentsExistError) else 404 if isinstance(error, DocumentsNotFoundError) else 400
+    )
+    return JSONResponse({"error": str(error)}, status_code=status)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+async def _server_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+def serve(index: Index, host: str = "127.0.0.1", port: int = 8000, config: ServerConfig | None = None) -> None:
+    """Serve ``index`` with uvicorn until interrupted (binds to localhost by default).
+
+    Args:
+        index: The index.
+        host: Bind address.
+        port: Port.
+        config: Keys and limits (default: :func:`check_bind` with no key, which refuses non-loopback).
+    """
     import uvicorn
 
+    config = config or check_bind(host, None)
     index.model()  # load the query encoder before the first request
-    uvicorn.run(create_app(index), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(index, config), host=host, port=port, log_level="info")
