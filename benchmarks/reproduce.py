@@ -73,7 +73,12 @@ def student(args: argparse.Namespace):
 
 def evaluate(model, datasets: dict, cache, args: argparse.Namespace) -> dict:
     """NDCG@10 (and the other metrics) per dataset x method x pool factor, encoding through the state cache."""
-    config = SweepConfig(methods=["kmeans", "hierarchical"], pool_factors=POOL_FACTORS, cache_dir=args.output / "cache")
+    config = SweepConfig(
+        methods=["kmeans", "hierarchical"],
+        pool_factors=POOL_FACTORS,
+        cache_dir=args.output / "cache",
+        state_cache=cache.fingerprint,
+    )
     cells = []
     with use_cached_states(model, cache):
         for name, dataset in datasets.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sentence_transformers.util import maxsim
 
-from latepool.commands.evaluate import DEFAULT_CACHE
+from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.data import load_dataset
 from latepool.evaluation.sweep import encode_dataset
 from latepool.models import load_model
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args()
 
     dataset = load_dataset(args.data, "test")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from sentence_transformers.util import maxsim
 
-from latepool.cache import model_fingerprint
-from latepool.commands.evaluate import DEFAULT_CACHE
+from latepool.cache import DEFAULT_CACHE_DIR, model_fingerprint
 from latepool.data import load_dataset
-from latepool.evaluation.sweep import SweepConfig, encode_dataset, pool_corpus
+from latepool.evaluation.sweep import encode_dataset
 from latepool.index import Index
 from latepool.models import load_model
+from latepool.pooling import pool_corpus
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
@@ -38,14 +38,14 @@ def recall_at_10(reference, candidate) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = parser.parse_args()
 
     dataset = load_dataset(args.data, "test")
     model = load_model("minilm", device="cpu")  # query length 48, document length 300
     documents, queries = encode_dataset(model, dataset, args.cache_dir, model_name="minilm")
     started = time.perf_counter()
-    pooled = pool_corpus(documents, "kmeans", 4, SweepConfig())
+    pooled = pool_corpus(documents, "kmeans", 4, show_progress_bar=True)
     print(f"pooled {len(pooled)} documents with k-means PF4 in {time.perf_counter() - started:.1f} s")
     unpooled_bytes = sum(len(d) for d in documents) * documents[0].shape[1] * 4
     settings = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from latepool.cli import main
-from latepool.commands.evaluate import parse_pool_factors
+from latepool.commands.common import parse_pool_factors
 from latepool.data import load_beir
 from latepool.evaluation.report import CSV_COLUMNS
 from latepool.evaluation.sweep import SweepConfig, evaluate_documents, sweep_dataset
@@ -116,7 +116,8 @@ def test_float32_cache_makes_the_sklearn_backend_the_plain_reference_loop(
     import torch
     from sklearn.cluster import KMeans
 
-    from latepool.evaluation.sweep import encode_dataset, pool_corpus
+    from latepool.evaluation.sweep import encode_dataset
+    from latepool.pooling import pool_corpus
     from latepool.pooling.kmeans import max_iterations
 
     model = load_model(str(tiny_pylate_dir), device="cpu")
@@ -129,7 +130,7 @@ def test_float32_cache_makes_the_sklearn_backend_the_plain_reference_loop(
     assert not all(torch.equal(a, b) for a, b in zip(half, exact))
 
     for pool_factor in (2, 3):
-        pooled = pool_corpus(full, "kmeans", pool_factor, SweepConfig(backend="sklearn", seed=42))
+        pooled = pool_corpus(full, "kmeans", pool_factor, backend="sklearn", seed=42, show_progress_bar=False)
         for document, output in zip(full, pooled):
             points = document[1:].numpy()
             clusters = max(len(points) // pool_factor, 1)

@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,13 +30,24 @@ from tqdm.auto import tqdm
 
 import latepool
 
+if TYPE_CHECKING:
+    from sentence_transformers import MultiVectorEncoder
+
 logger = logging.getLogger(__name__)
+DEFAULT_CACHE_DIR = Path(os.environ.get("LATEPOOL_CACHE") or Path.home() / ".cache" / "latepool")
 FORMAT_VERSION = 1
 STORAGE_TYPES = {"float16": (np.float16, "vectors.f16"), "float32": (np.float32, "vectors.f32")}
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's weights (names, shapes, dtypes, bytes) and its modules' configurations."""
+def model_fingerprint(model: torch.nn.Module, state_cache: str | None = None) -> str:
+    """SHA-256 of a model's weights (names, shapes, dtypes, bytes) and its modules' configurations.
+
+    Args:
+        model: The model.
+        state_cache: The fingerprint of the state cache the model encodes through
+            (:func:`latepool.training.cached_states.use_cached_states`), if any: the bottom of the
+            encoder then comes from stored states, so its outputs get their own identity.
+    """
     digest = hashlib.sha256()
     hash_tensors(digest, model.state_dict())
     for module in model.children():
@@ -45,10 +56,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
             f"{type(module).__module__}.{type(module).__qualname__}:".encode()
             + json.dumps(config, sort_keys=True, default=str).encode()
         )
-    # Inside latepool.training.cached_states.use_cached_states the bottom of the encoder comes from
-    # stored (float16) states, so its outputs get their own identity.
-    if getattr(model, "latepool_state_cache", None):
-        digest.update(f"state_cache:{model.latepool_state_cache}".encode())
+    if state_cache:
+        digest.update(f"state_cache:{state_cache}".encode())
     return digest.hexdigest()
 
 
@@ -91,7 +100,7 @@ class CachedEmbeddings:
 
 
 def cached_encode(
-    model,
+    model: MultiVectorEncoder,
     ids: list[str],
     texts: list[str],
     *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from latepool import __version__
 from latepool.commands import evaluate as evaluate_command
@@ -16,6 +16,7 @@ from latepool.commands import score as score_command
 from latepool.commands import search as search_command
 from latepool.commands import serve as serve_command
 from latepool.commands import train as train_command
+from latepool.commands.common import HelpFormatter
 from latepool.extras import MissingExtraError
 
 SUBCOMMANDS = [
@@ -41,7 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS:
         command.register(subparsers)
+    for subcommand in iter_subparsers(parser):
+        subcommand.formatter_class = HelpFormatter  # every option's help ends with its default
     return parser
+
+
+def iter_subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every subcommand parser below ``parser`` (``index build`` and the like included)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                yield subparser
+                yield from iter_subparsers(subparser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,38 +7,15 @@ import logging
 import time
 from pathlib import Path
 
-from latepool.pooling import KMEANS_BACKENDS, POOL_METHODS
-
-DEFAULT_CACHE = Path.home() / ".cache" / "latepool" / "embeddings"
-
-
-def parse_pool_factors(text: str) -> list[float]:
-    """``"1-6"`` -> [1, ..., 6]; ``"1,2,4"`` or ``"1.5,3"`` -> that list. Every factor must be >= 1.
-
-    Example::
-
-        >>> parse_pool_factors("1-3,4.5")
-        [1, 2, 3, 4.5]
-    """
-    factors: list[float] = []
-    for part in filter(None, (piece.strip() for piece in text.split(","))):
-        if "-" in part:
-            low, high = (int(bound) for bound in part.split("-", 1))
-            factors.extend(range(low, high + 1))
-        else:
-            value = float(part)
-            factors.append(int(value) if value.is_integer() else value)
-    if not factors or min(factors) < 1:
-        raise ValueError(f"--pool-factors must list factors >= 1, got {text!r}")
-    return sorted(set(factors))
-
-
-def parse_methods(text: str) -> list[str]:
-    methods = [piece.strip() for piece in text.split(",") if piece.strip()]
-    unknown = [m for m in methods if m not in POOL_METHODS]
-    if unknown or not methods:
-        raise ValueError(f"--methods takes a comma-separated subset of {POOL_METHODS}, got {text!r}")
-    return methods
+from latepool.commands.common import (
+    add_cache_option,
+    add_device_option,
+    add_length_options,
+    add_model_option,
+    parse_methods,
+    parse_pool_factors,
+)
+from latepool.pooling import KMEANS_BACKENDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,17 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Evaluate a ColBERT over datasets x pooling methods x pool factors (NDCG@10, MRR@10, MAP@100, recall).",
         description="Encodes each corpus once (cached), then pools, scores (exact MaxSim) and measures every cell.",
     )
-    parser.add_argument(
-        "--model", required=True, help="Checkpoint directory, hub id, or 'minilm' (bundled all-MiniLM-L6-v2)."
-    )
+    add_model_option(parser)
     parser.add_argument("--data", required=True, help="Comma-separated BEIR directories, or nanobeir:NAME / beir:NAME.")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--methods", default="kmeans,hierarchical,span", type=parse_methods)
-    parser.add_argument("--pool-factors", default="1-6", type=parse_pool_factors)
-    parser.add_argument("--query-length", type=int, default=48)
-    parser.add_argument("--document-length", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: sentence-transformers' choice).")
+    parser.add_argument("--split", default="test", help="Qrels split to evaluate.")
+    parser.add_argument(
+        "--methods", default="kmeans,hierarchical,span", type=parse_methods, help="Comma-separated pooling methods."
+    )
+    parser.add_argument(
+        "--pool-factors", default="1-6", type=parse_pool_factors, help="Pool factors: a range '1-6' or a list '1,2,4'."
+    )
+    add_length_options(parser, query_length=48, document_length=300)
+    parser.add_argument("--batch-size", type=int, default=32, help="Encoding batch size.")
+    add_device_option(parser)
     parser.add_argument(
         "--backend",
         choices=KMEANS_BACKENDS,
@@ -72,12 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Storage type of the embedding cache (float32: the model's output exactly, a separate cache "
         "entry). Default: float16.",
     )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--top-k", type=int, default=100)
-    parser.add_argument(
-        "--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"Embedding cache (default {DEFAULT_CACHE})."
-    )
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=42, help="k-means seed.")
+    parser.add_argument("--top-k", type=int, default=100, help="Documents kept per query (runs, metrics@100).")
+    add_cache_option(parser, "encoded corpora")
+    parser.add_argument("--output", type=Path, required=True, help="Directory of the results, runs and plot.")
     parser.set_defaults(run=run)
 
 
@@ -108,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_dir=args.cache_dir,
         cache_dtype=args.cache_dtype,
+        show_progress_bar=True,
     )
     started = time.perf_counter()
     cells = []

@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latepool.commands.common import add_device_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("mine", help="Mine hard and random negatives with a dense retriever.")
     parser.add_argument("--data", required=True, help="BEIR directory (or nanobeir:/beir: name).")
-    parser.add_argument("--split", default="train")
+    parser.add_argument("--split", default="train", help="Qrels split whose queries are mined.")
     parser.add_argument("--retriever", default="minilm", help="sentence-transformers bi-encoder, or 'minilm'.")
-    parser.add_argument("--hard-negatives", type=int, default=100)
-    parser.add_argument("--random-negatives", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--hard-negatives", type=int, default=100, help="Top-ranked non-positives kept per query.")
+    parser.add_argument("--random-negatives", type=int, default=50, help="Random documents added per query.")
+    parser.add_argument("--seed", type=int, default=42, help="Seed of the random negatives.")
+    parser.add_argument("--batch-size", type=int, default=64, help="Encoding batch size.")
+    add_device_option(parser)
     parser.add_argument("--output", type=Path, required=True, help="Output directory (datasets save_to_disk).")
     parser.set_defaults(run=run)
 

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
+from latepool.commands.common import add_corpus_option, add_device_option, add_model_option
 from latepool.pooling import KMEANS_BACKENDS, POOL_METHODS, pool_documents
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("pool", help="Encode and pool documents, print vector counts and pooling speed.")
-    parser.add_argument("--model", default="minilm", help="Checkpoint directory, hub id, or 'minilm' (bundled).")
-    parser.add_argument(
-        "--corpus", type=Path, required=True, help="BEIR dir or corpus.jsonl, or jsonl/parquet of {id, text[, title]}."
-    )
-    parser.add_argument("--limit", type=int, default=64, help="Documents to encode (default 64).")
-    parser.add_argument("--method", choices=POOL_METHODS, default="kmeans")
-    parser.add_argument("--pool-factor", type=float, default=4.0)
-    parser.add_argument("--backend", choices=KMEANS_BACKENDS, default="torch")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: sentence-transformers' choice).")
+    add_model_option(parser, required=False, default="minilm")
+    add_corpus_option(parser)
+    parser.add_argument("--limit", type=int, default=64, help="Documents to encode.")
+    parser.add_argument("--method", choices=POOL_METHODS, default="kmeans", help="Pooling method.")
+    parser.add_argument("--pool-factor", type=float, default=4.0, help="Pool factor.")
+    parser.add_argument("--backend", choices=KMEANS_BACKENDS, default="torch", help="k-means backend.")
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 

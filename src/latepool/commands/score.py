@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from latepool.commands.common import add_device_option
 from latepool.training.teachers import TEACHER_TYPES
 
 
@@ -14,14 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("score", help="Score mined candidates with a teacher and select 1 + 15 per query.")
     parser.add_argument("--mined", type=Path, required=True, help="Output of latepool mine.")
     parser.add_argument("--data", required=True, help="The BEIR collection that was mined.")
-    parser.add_argument("--split", default="train")
+    parser.add_argument("--split", default="train", help="Qrels split that was mined.")
     parser.add_argument(
         "--teacher", required=True, help="Cross-encoder, LLM reranker, bi-encoder, ColBERT, or 'minilm'."
     )
     parser.add_argument("--teacher-type", choices=TEACHER_TYPES, default=None, help="Override the detected kind.")
-    parser.add_argument("--hard", type=int, default=5)
-    parser.add_argument("--medium", type=int, default=5)
-    parser.add_argument("--random", type=int, default=5)
+    parser.add_argument("--hard", type=int, default=5, help="Hardest negatives kept (highest teacher scores).")
+    parser.add_argument("--medium", type=int, default=5, help="Negatives kept from the middle of the ranking.")
+    parser.add_argument("--random", type=int, default=5, help="Random negatives kept.")
     parser.add_argument(
         "--false-negative-ratio",
         type=float,
@@ -29,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Drop negatives scoring above this times the median positive score.",
     )
     parser.add_argument("--keep-false-negatives", action="store_true", help="Do not apply that filter.")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--output", type=Path, required=True)
+    add_device_option(parser)
+    parser.add_argument("--output", type=Path, required=True, help="Output directory (resumable shards first).")
     parser.set_defaults(run=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from latepool.commands.common import add_model_option, add_qdrant_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("search", help="Search an index with a query or a queries.jsonl file.")
@@ -16,18 +18,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-k", type=int, default=None, help="Hits per query (default 10, or 100 with --queries).")
     parser.add_argument("--output", type=Path, default=None, help="TREC run file for --queries.")
     parser.add_argument("--json", action="store_true", help="Print hits as JSON.")
-    parser.add_argument("--model", default=None, help="Override the manifest's model.")
+    add_model_option(parser, required=False, override=True)
     parser.add_argument("--candidates", action="store_true", help="Use centroid candidate generation first.")
-    parser.add_argument("--nprobe", type=int, default=64)
-    parser.add_argument("--rescore", type=int, default=2048)
-    parser.add_argument("--qdrant", default=None, help="Search this Qdrant URL instead (needs --collection).")
-    parser.add_argument("--qdrant-path", default=None, help="Search this local Qdrant store instead.")
-    parser.add_argument("--collection", default=None)
+    parser.add_argument("--nprobe", type=int, default=64, help="Centroids probed per query token (--candidates).")
+    parser.add_argument("--rescore", type=int, default=2048, help="Candidates scored exactly (--candidates).")
+    add_qdrant_options(parser, required=False)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from latepool.commands.index import _open
+    from latepool.commands.common import open_index
     from latepool.data import read_jsonl
     from latepool.evaluation.report import write_trec_run
 
@@ -39,12 +39,12 @@ def run(args: argparse.Namespace) -> int:
         ids, texts = [r["_id"] for r in rows], [r.get("text") or "" for r in rows]
     else:
         ids, texts = ["query"], [args.query]
-    if args.qdrant or args.qdrant_path:
+    if args.url or args.qdrant_path:
         from latepool.extras import require
 
-        require("qdrant", "latepool search --qdrant")
-    index = _open(args.index, args.model)
-    if args.qdrant or args.qdrant_path:
+        require("qdrant", "latepool search --url/--qdrant-path")
+    index = open_index(args.index, args.model)
+    if args.url or args.qdrant_path:
         hits = _search_qdrant(index, args, texts, k)
     else:
         hits = index.search(texts, k, candidates=args.candidates, nprobe=args.nprobe, rescore=args.rescore)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         write_trec_run(args.output, run_scores, "latepool")
         print(f"wrote {len(ids)} queries x top {k} to {args.output}")
     elif args.json:
-        print(json.dumps([{"id": d, "score": s} for d, s in hits[0]]))
+        print(json.dumps([hit._asdict() for hit in hits[0]]))
     else:
         for rank, (doc_id, score) in enumerate(hits[0], start=1):
             print(f"{rank:>3}  {score:9.4f}  {doc_id}")
@@ -64,11 +64,11 @@ def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
     from latepool.index.qdrant import connect, search_qdrant
 
     if not args.collection:
-        raise ValueError("--qdrant/--qdrant-path needs --collection")
+        raise ValueError("--url/--qdrant-path needs --collection")
     if any(not t.strip() for t in texts):
         raise ValueError("queries must be non-empty texts")
     embeddings = [e.float().cpu() for e in index.model().encode_query(texts, convert_to_numpy=False)]
-    client = connect(url=args.qdrant, path=args.qdrant_path)
+    client = connect(url=args.url, path=args.qdrant_path, api_key=args.qdrant_api_key)
     try:
         return search_qdrant(client, args.collection, embeddings, k)
     finally:

@@ -6,29 +6,42 @@ import argparse
 from pathlib import Path
 
 from latepool.checkpoints import CHECKPOINT_FORMATS
-from latepool.commands.evaluate import parse_pool_factors
+from latepool.commands.common import add_cache_option, add_device_option, add_length_options, parse_pool_factors
 from latepool.training.loss import TRAIN_POOL_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="Fine-tune a ColBERT with pooling inside the distillation loss.")
-    parser.add_argument("--model", required=True, help="ColBERT checkpoint, plain transformer, or 'minilm'.")
-    parser.add_argument("--scores", type=Path, required=True, help="Output of latepool score (or parquet copy).")
-    parser.add_argument("--data", required=True, help="BEIR collection with the queries and corpus.")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--pool-method", choices=TRAIN_POOL_METHODS, default="kmeans")
-    parser.add_argument("--pool-factors", type=parse_pool_factors, default="1-6")
-    parser.add_argument("--n-ways", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--epochs", type=float, default=3)
-    parser.add_argument("--warmup-ratio", type=float, default=0.1)
-    parser.add_argument("--max-steps", type=int, default=-1)
-    parser.add_argument("--query-length", type=int, default=48)
-    parser.add_argument("--document-length", type=int, default=300)
+    parser.add_argument(
+        "--model", required=True, help="ColBERT checkpoint, plain transformer (gets a new projection), or 'minilm'."
+    )
+    parser.add_argument("--scores", type=Path, required=True, help="Output of latepool score (or a parquet copy).")
+    parser.add_argument("--data", required=True, help="BEIR collection with the queries and corpus the scores name.")
+    parser.add_argument("--split", default="train", help="Qrels split of --data.")
+    parser.add_argument("--output", type=Path, required=True, help="Model directory (checkpoints in OUT/checkpoints).")
+    parser.add_argument(
+        "--pool-method", choices=TRAIN_POOL_METHODS, default="kmeans", help="Pooling inside the loss ('none': off)."
+    )
+    parser.add_argument(
+        "--pool-factors",
+        type=parse_pool_factors,
+        default="1-6",
+        help="Pool factors drawn uniformly per batch: a range '1-6' or a list '1,2,4'.",
+    )
+    parser.add_argument("--n-ways", type=int, default=16, help="Documents per query (1 positive + negatives).")
+    parser.add_argument("--batch-size", type=int, default=16, help="Queries per step (per device).")
+    parser.add_argument("--lr", type=float, default=1e-5, help="Learning rate.")
+    parser.add_argument("--epochs", type=float, default=3, help="Training epochs.")
+    parser.add_argument("--warmup-ratio", type=float, default=0.1, help="Share of the steps with a rising rate.")
+    parser.add_argument("--max-steps", type=int, default=-1, help="Stop after this many steps (-1: run the epochs).")
+    add_length_options(parser, query_length=48, document_length=300)
     parser.add_argument("--embedding-dim", type=int, default=64, help="Projection size for a model without one.")
-    parser.add_argument("--normalize-scores", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--normalize-scores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Min-max normalize the student's MaxSim scores per query before the softmax.",
+    )
     parser.add_argument(
         "--teacher-temperature",
         type=float,
@@ -43,19 +56,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Train only the top K encoder layers (0: the projection only) on hidden states cached once "
         "under --cache-dir. Default: full fine-tuning.",
     )
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/latepool"))
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--save-steps", type=int, default=50)
+    add_cache_option(parser, "the frozen encoder's states (--train-layers)")
+    parser.add_argument("--seed", type=int, default=42, help="Seed of the projection, data order and pooling.")
+    parser.add_argument("--save-steps", type=int, default=50, help="Steps between checkpoints.")
+    parser.add_argument("--save-total-limit", type=int, default=2, help="Checkpoints kept in OUT/checkpoints.")
+    parser.add_argument("--logging-steps", type=int, default=10, help="Steps between logged losses.")
+    parser.add_argument(
+        "--report-to",
+        default="none",
+        help="Where the trainer logs: none, tensorboard, wandb, ... (comma-separated, as transformers takes it).",
+    )
     parser.add_argument("--eval-data", default=None, help="BEIR dev collection evaluated after each epoch.")
-    parser.add_argument("--eval-split", default="dev")
-    parser.add_argument("--eval-pool-factor", type=float, default=4)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--eval-split", default="dev", help="Qrels split of --eval-data.")
+    parser.add_argument("--eval-pool-factor", type=float, default=4, help="Pool factor of the dev evaluation.")
+    add_device_option(parser)
     parser.add_argument(
         "--checkpoint-format",
         choices=CHECKPOINT_FORMATS,
         default="pylate",
         help="Layout of the model and its checkpoints: pylate (loads in PyLate 1.6 and sentence-transformers "
-        ">= 6.2) or sentence-transformers. Default: pylate.",
+        ">= 6.2) or sentence-transformers.",
     )
     parser.set_defaults(run=run)
 
@@ -104,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         train_layers=args.train_layers,
         cache_dir=args.cache_dir,
         checkpoint_format=args.checkpoint_format,
+        save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps,
+        report_to=args.report_to,
     )
     card = {
         "base_model": args.model,

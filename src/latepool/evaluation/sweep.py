@@ -10,15 +10,19 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
-from latepool.cache import cached_encode, model_fingerprint
+from latepool.cache import DEFAULT_CACHE_DIR, cached_encode, model_fingerprint
 from latepool.data import RetrievalDataset
 from latepool.evaluation.metrics import mean_metrics
-from latepool.pooling import pool_documents
+from latepool.models import query_length_of
+from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
+
+if TYPE_CHECKING:
+    from sentence_transformers import MultiVectorEncoder
 
 
 @dataclass
@@ -36,6 +40,9 @@ class SweepConfig:
         seed: k-means seed.
         cache_dir: Where encoded embeddings are cached.
         cache_dtype: Storage type of the embedding cache, ``float16`` or ``float32``.
+        state_cache: Fingerprint of the state cache the model encodes through, if the sweep runs
+            inside :func:`latepool.training.cached_states.use_cached_states` (part of the cache key).
+        show_progress_bar: Show encoding and pooling progress.
     """
 
     methods: list[str] = field(default_factory=lambda: ["kmeans", "hierarchical", "span"])
@@ -45,8 +52,10 @@ class SweepConfig:
     pool_batch_size: int = 256
     backend: str = "torch"
     seed: int = 42
-    cache_dir: Path = Path(".cache/latepool")
+    cache_dir: Path = DEFAULT_CACHE_DIR
     cache_dtype: str = "float16"
+    state_cache: str | None = None
+    show_progress_bar: bool = True
 
 
 @dataclass
@@ -76,17 +85,26 @@ class CellResult:
 
 
 def encode_dataset(
-    model,
+    model: MultiVectorEncoder,
     dataset: RetrievalDataset,
-    cache_dir: Path,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
     batch_size: int = 32,
     model_name: str = "",
     cache_dtype: str = "float16",
+    state_cache: str | None = None,
+    show_progress_bar: bool = True,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Token embeddings of a collection's documents and queries, through the embedding cache.
 
-    Lengths come from the model's ``Transformer`` (``document_length``, ``query_length``);
-    ``cache_dtype`` is the cache's storage type (``float16`` or ``float32``).
+    Args:
+        model: The encoder; lengths come from its ``Transformer``.
+        dataset: The collection.
+        cache_dir: The embedding cache directory.
+        batch_size: Encoding batch size.
+        model_name: Recorded in the cache manifests.
+        cache_dtype: The cache's storage type (``float16`` or ``float32``).
+        state_cache: Fingerprint of the state cache the model encodes through, if any.
+        show_progress_bar: Show the documents' encoding progress.
 
     Returns:
         ``(documents, queries)``: float32 ``(n_i, dim)`` tensors in the dataset's order.
@@ -98,13 +116,14 @@ def encode_dataset(
         cache_root=cache_dir,
         batch_size=batch_size,
         model_name=model_name,
-        model_hash=model_fingerprint(model),
+        model_hash=model_fingerprint(model, state_cache),
         dtype=cache_dtype,
     )
     documents = encode(
         dataset.corpus_ids,
         dataset.corpus_texts,
         task="document",
+        show_progress_bar=show_progress_bar,
         max_length=getattr(transformer, "document_length", None),
     ).tensors()
     queries = encode(
@@ -112,12 +131,14 @@ def encode_dataset(
         dataset.query_texts,
         task="query",
         show_progress_bar=False,
-        max_length=getattr(transformer, "query_length", None),
+        max_length=query_length_of(transformer),
     ).tensors()
     return documents, queries
 
 
-def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_name: str = "") -> Iterator[CellResult]:
+def sweep_dataset(
+    model: MultiVectorEncoder, dataset: RetrievalDataset, config: SweepConfig, model_name: str = ""
+) -> Iterator[CellResult]:
     """Evaluate ``model`` on ``dataset`` for every method and pool factor of ``config``.
 
     Args:
@@ -131,7 +152,14 @@ def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_n
     """
     started = time.perf_counter()
     documents, queries = encode_dataset(
-        model, dataset, config.cache_dir, config.batch_size, model_name, config.cache_dtype
+        model,
+        dataset,
+        config.cache_dir,
+        config.batch_size,
+        model_name,
+        config.cache_dtype,
+        config.state_cache,
+        config.show_progress_bar,
     )
     encode_s = time.perf_counter() - started
 
@@ -142,34 +170,23 @@ def sweep_dataset(model, dataset: RetrievalDataset, config: SweepConfig, model_n
                 yield CellResult(**{**asdict(unpooled), "method": method, "run": unpooled.run})
                 continue
             started = time.perf_counter()
-            pooled = documents if pool_factor == 1 else pool_corpus(documents, method, pool_factor, config)
+            pooled = documents
+            if pool_factor != 1:
+                pooled = pool_corpus(
+                    documents,
+                    method,
+                    pool_factor,
+                    backend=config.backend,
+                    seed=config.seed,
+                    batch_size=config.pool_batch_size,
+                    show_progress_bar=config.show_progress_bar,
+                )
             pool_s = time.perf_counter() - started
             cell = evaluate_documents(dataset, queries, pooled, config.top_k)
             cell.method, cell.pool_factor, cell.encode_s, cell.pool_s = method, pool_factor, encode_s, pool_s
             if pool_factor == 1:
                 unpooled = cell
             yield cell
-
-
-def pool_corpus(
-    documents: list[torch.Tensor], method: str, pool_factor: float, config: SweepConfig
-) -> list[torch.Tensor]:
-    """Pool a whole corpus in batches of ``config.pool_batch_size`` documents, with a progress bar."""
-    order = sorted(range(len(documents)), key=lambda i: len(documents[i]))  # similar lengths batch well
-    pooled: list[torch.Tensor] = [documents[0]] * len(documents)
-    step = config.pool_batch_size
-    for start in tqdm(range(0, len(order), step), desc=f"Pooling {method} PF{pool_factor:g}", leave=False):
-        batch = order[start : start + step]
-        outputs = pool_documents(
-            [documents[i] for i in batch],
-            method=method,
-            pool_factor=pool_factor,
-            backend=config.backend,
-            seed=config.seed,
-        )
-        for index, output in zip(batch, outputs):
-            pooled[index] = output
-    return pooled
 
 
 def evaluate_documents(

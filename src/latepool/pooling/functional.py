@@ -6,6 +6,7 @@ from typing import Literal, overload
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from latepool.pooling.batch import (
     TokenBatch,
@@ -117,6 +118,61 @@ def pool_documents(
     if is_list:
         return unpad(pooled, mask)
     return pooled, mask
+
+
+def pool_corpus(
+    documents: list[Tensor],
+    method: PoolMethod,
+    pool_factor: float,
+    *,
+    num_protected_tokens: int = 1,
+    backend: KMeansBackend = "torch",
+    seed: int = 42,
+    batch_size: int = 256,
+    show_progress_bar: bool = True,
+) -> list[Tensor]:
+    """:func:`pool_documents` over a whole corpus, in batches of documents of similar length.
+
+    The one corpus-pooling helper: the evaluation sweep, the index and the training-time evaluator
+    all pool through it. A document gets the same vectors whatever batch it lands in.
+
+    Args:
+        documents: ``(n_i, dim)`` token embeddings, one tensor per document.
+        method: ``"kmeans"``, ``"hierarchical"`` or ``"span"``.
+        pool_factor: The pool factor (1 returns the documents as they are).
+        num_protected_tokens: Leading tokens kept unpooled.
+        backend: k-means backend.
+        seed: k-means seed.
+        batch_size: Documents per :func:`pool_documents` call.
+        show_progress_bar: Show a progress bar.
+
+    Returns:
+        The pooled documents, in the input's order.
+
+    Example::
+
+        >>> docs = [torch.randn(n, 4) for n in (9, 3, 17)]
+        >>> [d.shape[0] for d in pool_corpus(docs, "span", 4, batch_size=2, show_progress_bar=False)]
+        [3, 2, 5]
+    """
+    if check_pool_factor(pool_factor) == 1 or not documents:
+        return list(documents)
+    order = sorted(range(len(documents)), key=lambda i: len(documents[i]))  # similar lengths batch well
+    pooled: list[Tensor] = list(documents)
+    steps = range(0, len(order), batch_size)
+    for start in tqdm(steps, desc=f"Pooling {method} PF{pool_factor:g}", leave=False, disable=not show_progress_bar):
+        batch = order[start : start + batch_size]
+        outputs = pool_documents(
+            [documents[i] for i in batch],
+            method=method,
+            pool_factor=pool_factor,
+            num_protected_tokens=num_protected_tokens,
+            backend=backend,
+            seed=seed,
+        )
+        for index, output in zip(batch, outputs):
+            pooled[index] = output
+    return pooled
 
 
 def _cluster_labels(batch: TokenBatch, method: str, pool_factor: float, backend: str, seed: int) -> Tensor:

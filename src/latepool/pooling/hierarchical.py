@@ -8,14 +8,29 @@ document in C (fastcluster when installed, scipy otherwise: sentence-transformer
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy.cluster.hierarchy import fcluster
 from scipy.spatial.distance import squareform
-from sentence_transformers.multi_vector_encoder.modules.token_pooling import _ward_linkage_fn
 from torch import Tensor
 
 _DISTANCE_CHUNK = 64  # documents per batched distance product
+
+
+@functools.cache
+def ward_linkage() -> Callable[..., np.ndarray]:
+    """The Ward linkage function: fastcluster's when installed, scipy's otherwise (resolved once).
+
+    The same choice as sentence-transformers' ``HierarchicalTokenPooling``, so both give the same clusters.
+    """
+    try:
+        from fastcluster import linkage
+    except (ImportError, OSError, RuntimeError):
+        from scipy.cluster.hierarchy import linkage
+    return linkage
 
 
 def ward_labels(points: Tensor, num_clusters: int) -> np.ndarray:
@@ -29,7 +44,7 @@ def ward_labels(points: Tensor, num_clusters: int) -> np.ndarray:
         ``(n,)`` int64 labels in ``[0, k')`` with ``k' <= k`` (fewer only on exact ties).
     """
     distances = (1 - points @ points.T).clamp_(0, 2).numpy()
-    linkage = _ward_linkage_fn()(squareform(distances, checks=False), method="ward")
+    linkage = ward_linkage()(squareform(distances, checks=False), method="ward")
     labels = fcluster(linkage, t=num_clusters, criterion="maxclust") - 1
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 

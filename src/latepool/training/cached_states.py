@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from torch import Tensor, nn
 
 from latepool.cache import FORMAT_VERSION, CachedEmbeddings, cached_arrays, hash_tensors, texts_fingerprint
 from latepool.models import query_length_of
+
+if TYPE_CHECKING:
+    from sentence_transformers import MultiVectorEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -277,13 +280,15 @@ def training_texts(examples, dev=None) -> dict[str, list[str]]:
     return {"query": list(dict.fromkeys(queries)), "document": list(dict.fromkeys(documents))}
 
 
-def _keys_of(model, texts: list[str], task: str, pad_token_id: int | None, batch_size: int):
+def _keys_of(model: MultiVectorEncoder, texts: list[str], task: str, pad_token_id: int | None, batch_size: int):
     for start in range(0, len(texts), batch_size):
         features = model.preprocess(texts[start : start + batch_size], task=task)
         yield from row_keys(features["input_ids"], features["attention_mask"], pad_token_id)
 
 
-def _encode_states(model, split: EncoderSplit, texts: list[str], task: str, batch_size: int) -> list[np.ndarray]:
+def _encode_states(
+    model: MultiVectorEncoder, split: EncoderSplit, texts: list[str], task: str, batch_size: int
+) -> list[np.ndarray]:
     """States at the cut for ``texts`` (batched by length), one ``(length, hidden)`` array per text."""
     pad_token_id = split.transformer.tokenizer.pad_token_id
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -342,13 +347,11 @@ def use_cached_states(model: nn.Module, cache: StateCache) -> Iterator[EncoderSp
     try:
         for parameter in split.frozen.values():
             parameter.requires_grad_(False)
-        model.latepool_state_cache = cache.fingerprint
         with _patched_forwards(patched):
             yield split
     finally:
         for name, parameter in split.frozen.items():
             parameter.requires_grad_(flags[name])
-        model.__dict__.pop("latepool_state_cache", None)
 
 
 def _train_layers_of(cache: StateCache) -> int:

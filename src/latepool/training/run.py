@@ -14,19 +14,24 @@ import json
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 import latepool
+from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.checkpoints import save_checkpoint
 from latepool.data import RetrievalDataset
-from latepool.evaluation.sweep import SweepConfig, evaluate_documents, pool_corpus
+from latepool.evaluation.sweep import evaluate_documents
 from latepool.extras import require
+from latepool.pooling import pool_corpus
 from latepool.training.cached_states import StateCache, build_state_cache, training_texts, use_cached_states
 from latepool.training.examples import TrainingExamples
 from latepool.training.loss import PoolingDistillKLDivLoss
+
+if TYPE_CHECKING:
+    from sentence_transformers import MultiVectorEncoder
 
 
 @dataclass
@@ -35,7 +40,9 @@ class TrainConfig:
 
     ``train_layers=None`` (default) fine-tunes the whole model; ``K >= 0`` trains only the top K
     encoder layers and what follows them, on states cached in ``cache_dir`` (see
-    :mod:`latepool.training.cached_states`).
+    :mod:`latepool.training.cached_states`). ``checkpoint_format`` is the layout of the model and
+    its checkpoints (:mod:`latepool.checkpoints`); ``save_total_limit``, ``logging_steps`` and
+    ``report_to`` (comma-separated, e.g. ``"tensorboard"``) are the trainer's settings of those names.
     """
 
     pool_method: str = "kmeans"
@@ -53,9 +60,12 @@ class TrainConfig:
     mini_batch_size: int | None = None
     teacher_temperature: float = 1.0
     train_layers: int | None = None
-    cache_dir: Path = Path(".cache/latepool")
+    cache_dir: Path = DEFAULT_CACHE_DIR
     cache_dtype: str = "float16"
     checkpoint_format: str = "pylate"
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    report_to: str = "none"
 
 
 class PooledRetrievalEvaluator(BaseEvaluator):
@@ -68,23 +78,30 @@ class PooledRetrievalEvaluator(BaseEvaluator):
         name: Prefix of the reported metrics.
     """
 
-    def __init__(self, dataset: RetrievalDataset, pool_method: str, pool_factor: float, name: str = "dev") -> None:
+    def __init__(
+        self, dataset: RetrievalDataset, pool_method: str, pool_factor: float, name: str = "dev", seed: int = 42
+    ) -> None:
         super().__init__()
         self.dataset, self.pool_method, self.pool_factor, self.name = dataset, pool_method, pool_factor, name
+        self.seed = seed
         self.primary_metric = "ndcg@10"
 
-    def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+    def __call__(
+        self, model: MultiVectorEncoder, output_path: str | None = None, epoch: int = -1, steps: int = -1
+    ) -> dict[str, float]:
         queries = model.encode_query(self.dataset.query_texts, convert_to_numpy=False)
         documents = model.encode_document(self.dataset.corpus_texts, convert_to_numpy=False)
         documents = [d.float().cpu() for d in documents]
-        if self.pool_method != "none" and self.pool_factor != 1:
-            documents = pool_corpus(documents, self.pool_method, self.pool_factor, SweepConfig())
+        if self.pool_method != "none":
+            documents = pool_corpus(
+                documents, self.pool_method, self.pool_factor, seed=self.seed, show_progress_bar=False
+            )
         cell = evaluate_documents(self.dataset, [q.float().cpu() for q in queries], documents, 100)
         return self.prefix_name_to_metrics(cell.metrics, self.name)
 
 
 def train(
-    model,
+    model: MultiVectorEncoder,
     examples: TrainingExamples,
     output: Path,
     config: TrainConfig,
@@ -121,7 +138,9 @@ def train(
         mini_batch_size=config.mini_batch_size,
         teacher_temperature=config.teacher_temperature,
     )
-    evaluator = PooledRetrievalEvaluator(dev, config.pool_method, config.eval_pool_factor) if dev else None
+    evaluator = None
+    if dev is not None:
+        evaluator = PooledRetrievalEvaluator(dev, config.pool_method, config.eval_pool_factor, seed=config.seed)
     checkpoints = output / "checkpoints"
     strategy = "epoch" if evaluator else "steps"
     args = MultiVectorEncoderTrainingArguments(
@@ -136,12 +155,12 @@ def train(
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         save_strategy=strategy,
         save_steps=config.save_steps,
-        save_total_limit=2,
+        save_total_limit=config.save_total_limit,
         eval_strategy=strategy if evaluator else "no",
         load_best_model_at_end=evaluator is not None,
         metric_for_best_model="eval_dev_ndcg@10" if evaluator else None,
-        logging_steps=1,
-        report_to="none",
+        logging_steps=config.logging_steps,
+        report_to=[name.strip() for name in config.report_to.split(",") if name.strip()] or "none",
     )
     if config.train_layers is not None and state_cache is None:
         texts = training_texts(examples, dev)
@@ -173,7 +192,7 @@ def train(
     return record
 
 
-def save_model(model, output: Path, record: dict[str, Any]) -> None:
+def save_model(model: MultiVectorEncoder, output: Path, record: dict[str, Any]) -> None:
     """Save the model in the configured checkpoint format and record latepool's training settings in its card."""
     pooling = record["training"]
     model.model_card_data.add_tags(["latepool", "token-pooling", f"pooling:{pooling['pool_method']}"])
