@@ -58,30 +58,28 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as root:
         sizes = {}
-        for dtype in ("float16", "int8"):
+        for dtype in ("float16", "int8", "residual4", "residual2", "residual1"):
             started = time.perf_counter()
             index = Index.from_documents(Path(root) / dtype, dataset.corpus_ids, pooled, {**settings, "dtype": dtype})
             sizes[dtype] = directory_bytes(Path(root) / dtype)
             print(f"{dtype} index written in {time.perf_counter() - started:.1f} s (incl. centroids)")
-        print(
-            f"unpooled float32 vectors: {unpooled_bytes / 1e6:.1f} MB; "
-            f"pooled float16 index: {sizes['float16'] / 1e6:.1f} MB "
-            f"({unpooled_bytes / sizes['float16']:.1f}x smaller); pooled int8 index: {sizes['int8'] / 1e6:.1f} MB "
-            f"({unpooled_bytes / sizes['int8']:.1f}x smaller)"
-        )
+        print(f"unpooled float32 vectors: {unpooled_bytes / 1e6:.1f} MB")
+        for dtype, size in sizes.items():
+            print(f"  pooled {dtype} index: {size / 1e6:.1f} MB ({unpooled_bytes / size:.1f}x smaller)")
         index = Index.open(Path(root) / "float16", model=model)
         started = time.perf_counter()
-        exact = index.search_embeddings(queries, 100)
+        exact = index.search_embeddings(queries, 100, candidates=False)
         exact_s = time.perf_counter() - started
+        stored = [d for _, documents in index.documents() for d in documents]
         started = time.perf_counter()
-        maxsim(queries, index._snapshot.documents).topk(100, dim=1)
+        maxsim(queries, stored).topk(100, dim=1)
         brute_s = time.perf_counter() - started
         print(
             f"exact search: {len(queries) / exact_s:.1f} queries/s; sentence-transformers maxsim brute force: "
             f"{len(queries) / brute_s:.1f} queries/s; ratio {brute_s / exact_s:.2f}x"
         )
-        print(f"{len(index._snapshot.candidates.centroids)} centroids over {index.manifest['vector_count']} vectors")
-        for nprobe, rescore in ((16, 512), (32, 1024), (64, 1024), (64, 2048), (128, 2048)):
+        print(f"{len(index._snapshot.codec.centroids)} centroids over {index.manifest['vector_count']} vectors")
+        for nprobe, rescore in ((1, 256), (2, 512), (4, 1024), (8, 1024), (8, 2048)):
             started = time.perf_counter()
             approximate = index.search_embeddings(queries, 10, candidates=True, nprobe=nprobe, rescore=rescore)
             seconds = time.perf_counter() - started

@@ -96,7 +96,7 @@ def test_int8_index_is_close_to_float16(corpus, tmp_path: Path) -> None:
 
 
 def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("vectors.bin"))
+    return sum(f.stat().st_size for f in path.rglob("vectors.npy"))
 
 
 def test_failed_build_keeps_the_previous_index(tmp_path: Path, monkeypatch) -> None:
@@ -178,25 +178,37 @@ def test_ids_stay_consistent_across_updates(tmp_path_factory, operations) -> Non
             assert sorted(d for d, _ in hits) == sorted(expected)  # deletes visible at once
     reopened = Index.open(path)
     assert sorted(reopened.ids) == sorted(expected)
-    for doc_id, vectors in zip(reopened.ids, reopened._snapshot.documents):
-        assert torch.allclose(vectors, expected[doc_id], atol=1e-3)
+    for ids, documents in reopened.documents(batch_size=3):
+        for doc_id, vectors in zip(ids, documents):
+            assert torch.allclose(vectors, expected[doc_id], atol=1e-3)
     index.compact()
-    assert len(list(path.glob("seg-*"))) == 1  # space reclaimed
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["deleted"] == {}  # space reclaimed: no segment keeps a deleted document
+    assert {p.name for p in path.glob("seg-*")} == set(manifest["segments"])
+    assert sorted(Index.open(path).ids) == sorted(expected)
 
 
 def test_corrupted_and_missing_files_are_named(tmp_path: Path) -> None:
     Index.from_documents(tmp_path / "idx", ["a", "b"], random_documents(2), SETTINGS)
     segment = next((tmp_path / "idx").glob("seg-*"))
-    data = bytearray((segment / "vectors.bin").read_bytes())
-    data[0] ^= 0xFF
-    (segment / "vectors.bin").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"corrupted index file.*vectors.bin"):
+    data = bytearray((segment / "vectors.npy").read_bytes())
+    data[-1] ^= 0xFF  # a vector byte, after the .npy header
+    (segment / "vectors.npy").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"corrupted index file.*vectors.npy"):
         Index.open(tmp_path / "idx")
+    assert len(Index.open(tmp_path / "idx", verify=False)) == 2  # without verification it still opens
+    (segment / "vectors.npy").write_bytes(bytes(data[:-64]))  # truncated: refused even unverified
+    with pytest.raises(ValueError, match="vectors"):
+        Index.open(tmp_path / "idx", verify=False)
     (segment / "ids.json").unlink()
     with pytest.raises(ValueError, match=r"missing index file.*ids.json"):
         Index.open(tmp_path / "idx")
     with pytest.raises(ValueError, match="not a latepool index"):
         Index.open(tmp_path / "nowhere")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(ValueError, match="index format 1.*rebuild"):
+        Index.open(tmp_path / "idx")
 
 
 def test_model_that_does_not_match_the_index_is_refused(tiny_model, tiny_bert_dir, corpus, tmp_path: Path) -> None:
@@ -266,10 +278,16 @@ def test_bad_corpus_writes_nothing(tiny_pylate_dir, tmp_path: Path, capsys) -> N
 def test_candidate_search_finds_the_exact_top_k_when_probing_everything(tmp_path: Path) -> None:
     docs, ids = random_documents(60, dim=16), [f"d{i}" for i in range(60)]
     index = Index.from_documents(tmp_path / "idx", ids, docs, SETTINGS)
+    index.delete(["d3", "d17"])
+    index.add_documents(["n1", "n2"], random_documents(2, seed=5, dim=16))  # a second segment, own lists
     queries = random_documents(6, seed=3, dim=16)
-    exact = index.search_embeddings(queries, 5)
-    approximate = index.search_embeddings(queries, 5, candidates=True, nprobe=10_000, rescore=5)
-    assert [[d for d, _ in row] for row in approximate] == [[d for d, _ in row] for row in exact]
+    exact = index.search_embeddings(queries, 5, candidates=False)
+    approximate = index.search_embeddings(queries, 5, candidates=True, nprobe=10_000, rescore=60)
+    assert [[h.id for h in row] for row in approximate] == [[h.id for h in row] for row in exact]
+    assert [h.score for row in approximate for h in row] == pytest.approx([h.score for row in exact for h in row])
+    assert all(len(row) == 5 and not {"d3", "d17"} & {d for d, _ in row} for row in approximate)
+    few = index.search_embeddings(queries, 5, candidates=True, nprobe=1, rescore=8)
+    assert all(0 < len(row) <= 5 for row in few)  # a narrow probe still answers, from the probed lists
 
 
 def test_qdrant_local_mode_matches_exact_search(tmp_path: Path) -> None:

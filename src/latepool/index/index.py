@@ -18,21 +18,25 @@ update swaps in a new snapshot only after its manifest is committed (see
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 import latepool
-from latepool.index.candidates import CandidateIndex, default_num_centroids, train_centroids
+from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.index.search import SegmentView, candidate_topk, exact_topk
 from latepool.index.storage import (
     DTYPES,
     FORMAT_VERSION,
@@ -49,7 +53,10 @@ from latepool.pooling import POOL_METHODS, pool_corpus
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
-from latepool.scoring import PackedDocuments, maxsim_topk
+
+DEFAULT_NPROBE = 4  # centroids probed per query token by the candidate stage
+DEFAULT_RESCORE = 1024  # candidates scored exactly per query
+EXACT_BELOW_VECTORS = 200_000  # below this many live vectors the default search is the exact scan
 
 
 class Hit(NamedTuple):
@@ -73,32 +80,72 @@ class DocumentsNotFoundError(IndexInputError):
 
 @dataclass
 class _Snapshot:
-    """One committed state of the index, never changed after it is made."""
+    """One committed state of the index, never changed after it is made.
+
+    Segments stay memory-mapped; only the manifest, ids, offsets and inverted lists are in memory.
+    """
 
     manifest: dict[str, Any]
     segments: list[Segment]
-    ids: list[str] = field(default_factory=list)  # live documents, in segment order
-    documents: list[Tensor] = field(default_factory=list)
-    locations: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (segment, position)
-    packed: PackedDocuments | None = None
-    candidates: CandidateIndex | None = None
+    codec: Codec | None
+    views: list[SegmentView] = field(default_factory=list)
 
     @classmethod
-    def assemble(cls, manifest: dict[str, Any], segments: list[Segment], centroids: Tensor | None) -> _Snapshot:
-        snapshot = cls(manifest, segments)
-        deleted = {name: set(positions) for name, positions in manifest["deleted"].items()}
+    def assemble(cls, manifest: dict[str, Any], segments: list[Segment], codec: Codec | None) -> _Snapshot:
+        snapshot = cls(manifest, segments, codec)
+        base = 0
         for segment in segments:
-            gone = deleted.get(segment.name, set())
-            for position, (doc_id, vectors) in enumerate(zip(segment.ids, segment.documents())):
-                if position not in gone:
-                    snapshot.ids.append(doc_id)
-                    snapshot.documents.append(vectors)
-                    snapshot.locations[doc_id] = (segment.name, position)
-        if snapshot.documents:
-            snapshot.packed = PackedDocuments.pack(snapshot.documents)
-            if centroids is not None:
-                snapshot.candidates = CandidateIndex.build(snapshot.documents, centroids)
+            live = np.ones(segment.count, dtype=bool)
+            live[list(manifest["deleted"].get(segment.name, []))] = False
+            snapshot.views.append(SegmentView(segment, live, base))
+            base += segment.count
         return snapshot
+
+    @functools.cached_property
+    def ids(self) -> list[str]:
+        """Live document ids, in segment order."""
+        return [i for view in self.views for i, alive in zip(view.segment.ids, view.live.tolist()) if alive]
+
+    @functools.cached_property
+    def locations(self) -> dict[str, tuple[str, int]]:
+        """Live id -> (segment name, position), built on first use (updates need it, searches do not)."""
+        return {
+            doc_id: (view.segment.name, position)
+            for view in self.views
+            for position, (doc_id, alive) in enumerate(zip(view.segment.ids, view.live.tolist()))
+            if alive
+        }
+
+    def id_of(self, ordinal: int) -> str:
+        """The id of the document at a global ordinal (see :class:`~latepool.index.search.SegmentView`)."""
+        for view in self.views:
+            if ordinal < view.base + view.segment.count:
+                return view.segment.ids[ordinal - view.base]
+        raise IndexError(ordinal)
+
+    def live_counts(self) -> tuple[int, int]:
+        """(documents, vectors) alive."""
+        documents = vectors = 0
+        for view in self.views:
+            documents += int(view.live.sum())
+            vectors += int(np.diff(view.segment.offsets)[view.live].sum())
+        return documents, vectors
+
+    def documents(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[Tensor]]]:
+        """Live documents in segment order, decoded ``batch_size`` at a time: ``(ids, (n_i, dim) tensors)``."""
+        for view in self.views:
+            segment, offsets = view.segment, view.segment.offsets
+            for start in range(0, segment.count, batch_size):
+                stop = min(start + batch_size, segment.count)
+                vectors = segment.decode(int(offsets[start]), int(offsets[stop]), self.codec)
+                first = int(offsets[start])
+                batch = [
+                    (segment.ids[p], vectors[int(offsets[p]) - first : int(offsets[p + 1]) - first])
+                    for p in range(start, stop)
+                    if view.live[p]
+                ]
+                if batch:
+                    yield [i for i, _ in batch], [d for _, d in batch]
 
 
 class Index:
@@ -140,9 +187,11 @@ class Index:
             ids / texts: Documents (ids unique, texts non-empty).
             model_name: Name or path recorded in the manifest (used by :meth:`open`).
             pool_method / pool_factor: Pooling of the documents (factor 1: unpooled).
-            dtype: ``float16`` or ``int8`` storage.
+            dtype: ``float16``, ``int8``, or residual coding ``residual4`` / ``residual2`` / ``residual1``
+                (see :mod:`latepool.index.codec`).
             batch_size: Encoding batch size.
-            centroids: Train the candidate-generation centroids.
+            centroids: Train the centroids and inverted lists of the candidate stage (residual
+                dtypes always have them).
             overwrite: Replace an existing index (atomically: a failure keeps the old one).
             show_progress_bar: Show encoding progress.
         """
@@ -168,14 +217,20 @@ class Index:
         centroids: bool = True,
         overwrite: bool = False,
         model: MultiVectorEncoder | None = None,
+        num_centroids: int | None = None,
+        seed: int = 0,
     ) -> Index:
-        """Write already pooled ``documents`` as a new index (``settings``: model, lengths, pooling, dtype)."""
+        """Write already pooled ``documents`` as a new index (``settings``: model, lengths, pooling, dtype).
+
+        ``num_centroids`` (default :func:`~latepool.index.codec.default_num_centroids`) and ``seed``
+        set the codec's training.
+        """
         path = Path(path)
         _check_target(path, settings["pool_method"], settings["dtype"], overwrite)
         if not ids or len(set(ids)) != len(ids) or len(ids) != len(documents):
-            raise ValueError("give one unique id per document, and at least one document")
-        if len({d.shape[1] for d in documents}) != 1:
-            raise ValueError("documents must share one embedding dimension")
+            raise IndexInputError("give one unique id per document, and at least one document")
+        if len({d.shape[1] for d in documents}) != 1 or any(d.ndim != 2 or len(d) == 0 for d in documents):
+            raise IndexInputError("documents must be non-empty (n, dim) tensors of one dimension")
         manifest = {
             "format_version": FORMAT_VERSION,
             "latepool_version": latepool.__version__,
@@ -184,15 +239,19 @@ class Index:
             "segments": [],
             "deleted": {},
             "checksums": {},
-            "centroids": None,
+            "codec": None,
         }
+        bits = RESIDUAL_BITS.get(settings["dtype"], 0)
+        codec = None
+        if centroids or bits:
+            codec = Codec.train(_training_sample(documents, seed), num_centroids, bits=bits, seed=seed)
         if (path / "manifest.json").is_file():  # overwrite in place: the manifest swap is the commit
-            _write_contents(path, manifest, ids, documents, centroids)
+            _write_contents(path, manifest, ids, documents, codec)
             return cls.open(path, model=model, verify=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
         try:
-            _write_contents(staging, manifest, ids, documents, centroids)
+            _write_contents(staging, manifest, ids, documents, codec)
             if path.exists() and not any(path.iterdir()):
                 path.rmdir()
             os.replace(staging, path)
@@ -205,6 +264,9 @@ class Index:
     def open(cls, path: str | Path, model: MultiVectorEncoder | str | None = None, *, verify: bool = True) -> Index:
         """Open an index; ``verify`` checks every file's SHA-256 against the manifest first.
 
+        Opening maps the segments' arrays; it reads no vectors, so it costs about the same for any
+        corpus size (``verify`` reads every file once).
+
         Args:
             path: The index directory.
             model: The query encoder, or a checkpoint name to load; loaded lazily from the manifest's
@@ -215,13 +277,7 @@ class Index:
         manifest = read_manifest(path)
         if verify:
             verify_checksums(path, manifest)
-        return cls(path, cls._load_snapshot(path, manifest), model)
-
-    @staticmethod
-    def _load_snapshot(path: Path, manifest: dict[str, Any]) -> _Snapshot:
-        segments = [read_segment(path, name, manifest["dtype"], manifest["dim"]) for name in manifest["segments"]]
-        centroids = torch.load(path / manifest["centroids"]) if manifest.get("centroids") else None
-        return _Snapshot.assemble(manifest, segments, centroids)
+        return cls(path, _load_snapshot(path, manifest), model)
 
     # ----- reading -----------------------------------------------------------------------------
     @property
@@ -229,12 +285,16 @@ class Index:
         return self._snapshot.manifest
 
     def __len__(self) -> int:
-        return len(self._snapshot.ids)
+        return int(self.manifest["document_count"])
 
     @property
     def ids(self) -> list[str]:
         """Ids of the live documents."""
         return list(self._snapshot.ids)
+
+    def documents(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[Tensor]]]:
+        """The live documents, decoded ``batch_size`` at a time: ``(ids, (n_i, dim) float32 tensors)`` pairs."""
+        return self._snapshot.documents(batch_size)
 
     def model(self) -> MultiVectorEncoder:
         """The query (and document) encoder: the one given, or the manifest's, prepared once."""
@@ -252,21 +312,23 @@ class Index:
         queries: str | list[str],
         k: int = 10,
         *,
-        candidates: bool = False,
-        nprobe: int = 64,
-        rescore: int = 2048,
+        candidates: bool | None = None,
+        nprobe: int = DEFAULT_NPROBE,
+        rescore: int = DEFAULT_RESCORE,
     ) -> list[list[Hit]]:
-        """Top-k documents of each query text by MaxSim (exact, or over generated candidates).
+        """Top-k documents of each query text by MaxSim.
 
         Args:
             queries: Query texts (non-empty).
             k: Hits per query.
-            candidates: Use the centroid candidate stage (for large indexes) before exact scoring.
+            candidates: Use the candidate stage (inverted lists, then exact MaxSim of the best
+                ``rescore``); False scans exactly; None (default) chooses: exact below
+                :data:`EXACT_BELOW_VECTORS` live vectors or without inverted lists, candidates above.
             nprobe: Centroids probed per query token.
             rescore: Candidates scored exactly per query.
 
         Returns:
-            For each query, ``(doc_id, score)`` pairs, best first.
+            For each query, :class:`Hit` ``(id, score)`` pairs, best first.
         """
         queries = [queries] if isinstance(queries, str) else list(queries)
         empty = [i for i, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
@@ -278,31 +340,34 @@ class Index:
         )
 
     def search_embeddings(
-        self, queries: list[Tensor], k: int = 10, *, candidates: bool = False, nprobe: int = 64, rescore: int = 2048
+        self,
+        queries: list[Tensor],
+        k: int = 10,
+        *,
+        candidates: bool | None = None,
+        nprobe: int = DEFAULT_NPROBE,
+        rescore: int = DEFAULT_RESCORE,
     ) -> list[list[Hit]]:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
         if k < 1:
             raise IndexInputError(f"k must be >= 1, got {k}")
-        if any(q.ndim != 2 or q.shape[1] != self.manifest["dim"] for q in queries):
-            raise IndexInputError(f"query embeddings must be (len, {self.manifest['dim']}) tensors")
-        if snapshot.packed is None:
+        if any(q.ndim != 2 or q.shape[1] != self.manifest["dim"] or len(q) == 0 for q in queries):
+            raise IndexInputError(f"query embeddings must be non-empty (len, {self.manifest['dim']}) tensors")
+        if not queries or snapshot.manifest["document_count"] == 0:
             return [[] for _ in queries]
-        if candidates and snapshot.candidates is not None:
-            return [self._search_candidates(snapshot, q, k, nprobe, rescore) for q in queries]
-        scores, indices = maxsim_topk(queries, snapshot.packed, k)
+        has_lists = snapshot.codec is not None and all(v.segment.ivf_docs is not None for v in snapshot.views)
+        if candidates is None:
+            candidates = has_lists and snapshot.manifest["vector_count"] >= EXACT_BELOW_VECTORS
+        if candidates and has_lists:
+            results = [candidate_topk(snapshot.views, snapshot.codec, q, k, nprobe, rescore) for q in queries]
+        else:
+            scores, ordinals = exact_topk(snapshot.views, snapshot.codec, queries, k)
+            results = list(zip(scores, ordinals))
         return [
-            [Hit(snapshot.ids[i], s) for s, i in zip(row_s, row_i)]
-            for row_s, row_i in zip(scores.tolist(), indices.tolist())
+            [Hit(snapshot.id_of(int(o)), float(s)) for s, o in zip(row_s.tolist(), row_o.tolist())]
+            for row_s, row_o in results
         ]
-
-    @staticmethod
-    def _search_candidates(snapshot: _Snapshot, query: Tensor, k: int, nprobe: int, rescore: int) -> list[Hit]:
-        docs = snapshot.candidates.candidates(query, nprobe, max(rescore, k))
-        if len(docs) == 0:
-            return []
-        scores, best = snapshot.candidates.rescore(query, docs, k)
-        return [Hit(snapshot.ids[d], s) for s, d in zip(scores.tolist(), best.tolist())]
 
     # ----- updates -----------------------------------------------------------------------------
     def add(
@@ -339,29 +404,34 @@ class Index:
         self.add_documents(ids, documents, replace=replace)
 
     def add_documents(self, ids: list[str], documents: list[Tensor], *, replace: bool = False) -> None:
-        """Add already pooled documents (see :meth:`add`)."""
+        """Add already pooled documents (see :meth:`add`).
+
+        The documents go into one new segment, coded with the index's codec and with its own
+        inverted lists; no existing segment is read or rewritten.
+        """
         with self._write_lock:
             snapshot = self._snapshot
+            if len(set(ids)) != len(ids) or len(ids) != len(documents):
+                raise IndexInputError("give one unique id per document")
             existing = [i for i in ids if i in snapshot.locations]
             if existing and not replace:
                 raise DocumentsExistError(
                     f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace"
                 )
-            if any(d.ndim != 2 or d.shape[1] != snapshot.manifest["dim"] for d in documents):
-                raise IndexInputError(f"documents must be (n, {snapshot.manifest['dim']}) tensors")
+            if any(d.ndim != 2 or d.shape[1] != snapshot.manifest["dim"] or len(d) == 0 for d in documents):
+                raise IndexInputError(f"documents must be non-empty (n, {snapshot.manifest['dim']}) tensors")
             manifest = _copy_manifest(snapshot.manifest)
             _tombstone(manifest, snapshot, existing)
             name = f"seg-{uuid.uuid4().hex[:12]}"
-            manifest["checksums"].update(write_segment(self.path / name, list(ids), documents, manifest["dtype"]))
+            checksums = write_segment(self.path / name, list(ids), documents, manifest["dtype"], snapshot.codec)
+            manifest["checksums"].update(checksums)
             manifest["segments"].append(name)
-            self._commit(
-                manifest, snapshot.segments + [read_segment(self.path, name, manifest["dtype"], manifest["dim"])]
-            )
+            self._commit(manifest, snapshot.segments + [_read(self.path, name, manifest)], snapshot.codec)
 
     def delete(self, ids: list[str]) -> int:
         """Delete documents by id (visible to searches at once); returns how many were deleted.
 
-        Raises ``ValueError`` when an id is not in the index.
+        Raises :class:`DocumentsNotFoundError` when an id is not in the index.
         """
         with self._write_lock:
             snapshot = self._snapshot
@@ -370,56 +440,96 @@ class Index:
                 raise DocumentsNotFoundError(f"{len(missing)} ids are not in the index (first: {missing[0]!r})")
             manifest = _copy_manifest(snapshot.manifest)
             _tombstone(manifest, snapshot, list(dict.fromkeys(ids)))
-            self._commit(manifest, snapshot.segments)
+            self._commit(manifest, snapshot.segments, snapshot.codec)
             return len(set(ids))
 
     def compact(self) -> None:
-        """Rewrite the live documents into one segment (reclaims deleted space, retrains centroids)."""
+        """Rewrite the segments that hold deleted documents, and merge them with the small ones.
+
+        Segments without deletions that hold at least a quarter of the live documents stay as they
+        are; the codec is kept (the new segment is coded with it).
+        """
         with self._write_lock:
             snapshot = self._snapshot
+            total = max(snapshot.manifest["document_count"], 1)
+            rewrite = [
+                v for v in snapshot.views if not v.live.all() or v.segment.count < total / 4 or not v.live.any()
+            ]
+            if not rewrite or (len(rewrite) == 1 and rewrite[0].live.all()):
+                return
             manifest = _copy_manifest(snapshot.manifest)
-            manifest.update(deleted={}, centroids=None)
-            _write_contents(
-                self.path,
-                manifest,
-                snapshot.ids,
-                snapshot.documents,
-                centroids=bool(snapshot.manifest.get("centroids")),
-                commit=False,
-            )
-            self._commit(
-                manifest, [read_segment(self.path, n, manifest["dtype"], manifest["dim"]) for n in manifest["segments"]]
-            )
+            names = {v.segment.name for v in rewrite}
+            ids, documents = [], []
+            for view in rewrite:
+                for position, document in enumerate(view.segment.documents(snapshot.codec)):
+                    if view.live[position]:
+                        ids.append(view.segment.ids[position])
+                        documents.append(document)
+            kept = [s for s in snapshot.segments if s.name not in names]
+            manifest["segments"] = [s.name for s in kept]
+            manifest["deleted"] = {n: p for n, p in manifest["deleted"].items() if n not in names}
+            manifest["checksums"] = {k: v for k, v in manifest["checksums"].items() if k.split("/")[0] not in names}
+            segments = kept
+            if ids:
+                name = f"seg-{uuid.uuid4().hex[:12]}"
+                manifest["checksums"].update(
+                    write_segment(self.path / name, ids, documents, manifest["dtype"], snapshot.codec)
+                )
+                manifest["segments"].append(name)
+                segments = kept + [_read(self.path, name, manifest)]
+            self._commit(manifest, segments, snapshot.codec)
 
-    def _commit(self, manifest: dict[str, Any], segments: list[Segment]) -> None:
-        centroids = torch.load(self.path / manifest["centroids"]) if manifest.get("centroids") else None
-        snapshot = _Snapshot.assemble(manifest, segments, centroids)
-        _update_counts(manifest, len(snapshot.ids), sum(len(d) for d in snapshot.documents))
+    def _commit(self, manifest: dict[str, Any], segments: list[Segment], codec: Codec | None) -> None:
+        snapshot = _Snapshot.assemble(manifest, segments, codec)
+        _update_counts(manifest, *snapshot.live_counts())
         write_manifest(self.path, manifest)
         self._snapshot = snapshot
         _remove_unreferenced(self.path, manifest)
 
 
-def _write_contents(
-    root: Path, manifest: dict[str, Any], ids: list[str], documents: list[Tensor], centroids: bool, commit: bool = True
-) -> None:
-    """Write one segment with ``documents`` (and new centroids) and point ``manifest`` at them.
+def _read(root: Path, name: str, manifest: dict[str, Any]) -> Segment:
+    return read_segment(root, name, manifest["dtype"], manifest["dim"])
 
-    With ``commit`` the manifest is also written and files it no longer names are removed.
-    """
-    segment = f"seg-{uuid.uuid4().hex[:12]}"
-    manifest["checksums"] = write_segment(root / segment, list(ids), documents, manifest["dtype"])
-    manifest["segments"] = [segment]
-    if centroids and documents:
-        vectors = torch.cat([d.float() for d in documents])
-        name = f"centroids-{uuid.uuid4().hex[:12]}.pt"
-        torch.save(train_centroids(vectors, default_num_centroids(len(vectors))), root / name)
-        manifest["centroids"] = name
+
+def _load_snapshot(path: Path, manifest: dict[str, Any]) -> _Snapshot:
+    segments = [_read(path, name, manifest) for name in manifest["segments"]]
+    codec = None
+    if manifest.get("codec"):
+        try:
+            codec = Codec.load(path / manifest["codec"])
+        except (OSError, ValueError, KeyError) as error:
+            raise IndexFormatError(f"unreadable codec {path / manifest['codec']}: {error}") from error
+    return _Snapshot.assemble(manifest, segments, codec)
+
+
+def _training_sample(documents: list[Tensor], seed: int, limit: int = 1_000_000) -> Tensor:
+    """Up to ``limit`` vectors of the documents (whole documents, drawn under ``seed``) to train the codec on."""
+    order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen, rows = [], 0
+    for i in order:
+        if rows >= limit:
+            break
+        chosen.append(documents[i])
+        rows += len(documents[i])
+    return torch.cat([d.float() for d in chosen])
+
+
+def _write_contents(
+    root: Path, manifest: dict[str, Any], ids: list[str], documents: list[Tensor], codec: Codec | None
+) -> None:
+    """Write the codec and one segment with ``documents``, commit ``manifest`` and remove what it no longer names."""
+    manifest["checksums"], manifest["codec"] = {}, None
+    if codec is not None:
+        name = f"codec-{uuid.uuid4().hex[:12]}.npz"
+        codec.save(root / name)
+        manifest["codec"] = name
         manifest["checksums"][name] = sha256_file(root / name)
-    if commit:
-        _update_counts(manifest, len(ids), sum(len(d) for d in documents))
-        write_manifest(root, manifest)
-        _remove_unreferenced(root, manifest)
+    segment = f"seg-{uuid.uuid4().hex[:12]}"
+    manifest["checksums"].update(write_segment(root / segment, list(ids), documents, manifest["dtype"], codec))
+    manifest["segments"] = [segment]
+    _update_counts(manifest, len(ids), sum(len(d) for d in documents))
+    write_manifest(root, manifest)
+    _remove_unreferenced(root, manifest)
 
 
 def encode_and_pool(
@@ -527,10 +637,10 @@ def _update_counts(manifest: dict[str, Any], documents: int, vectors: int) -> No
 
 
 def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
-    """Delete segment and centroid files no longer named by the committed manifest."""
-    keep = set(manifest["segments"]) | {manifest.get("centroids")}
+    """Delete segment and codec files no longer named by the committed manifest."""
+    keep = set(manifest["segments"]) | {manifest.get("codec")}
     for entry in root.iterdir():
-        if (entry.name.startswith("seg-") or entry.name.startswith("centroids-")) and entry.name not in keep:
+        if entry.name.startswith(("seg-", "codec-")) and entry.name not in keep:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 

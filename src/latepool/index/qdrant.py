@@ -56,16 +56,15 @@ def export_index(index: Index, client, collection: str, batch_size: int = 64, ov
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
         ),
     )
-    snapshot = index._snapshot
-    for start in range(0, len(snapshot.ids), batch_size):
+    count = 0
+    for ids, documents in index.documents(batch_size=batch_size):
         points = [
             models.PointStruct(id=point_id(doc_id), vector=vectors.tolist(), payload={"doc_id": doc_id})
-            for doc_id, vectors in zip(
-                snapshot.ids[start : start + batch_size], snapshot.documents[start : start + batch_size]
-            )
+            for doc_id, vectors in zip(ids, documents)
         ]
         client.upsert(collection, points=points, wait=True)
-    return len(snapshot.ids)
+        count += len(points)
+    return count
 
 
 def search_qdrant(client, collection: str, queries: list[Tensor], k: int = 10, exact: bool = True) -> list[list[Hit]]:

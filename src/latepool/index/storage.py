@@ -1,21 +1,26 @@
-"""The on-disk layout of a latepool index: immutable segments plus one manifest, the commit point.
+"""The on-disk layout of a latepool index: immutable, memory-mapped segments plus one manifest, the commit point.
 
 ::
 
     INDEX/
-      manifest.json               format, model, lengths, pooling, dtype, dim, counts, segments,
-                                  deleted ids, centroids and a SHA-256 of every file below
-      seg-<uuid>/vectors.bin      pooled vectors of the segment's documents (float16, or int8 codes)
-      seg-<uuid>/scales.bin       int8 only: one float32 scale per vector
-      seg-<uuid>/offsets.npy      row where each document's vectors start (int64, count + 1)
-      seg-<uuid>/ids.json         the documents' ids, in order
-      centroids-<uuid>.pt         optional: float32 centroids of the candidate-generation stage
-                                  (a ``torch.save`` tensor)
+      manifest.json                 format, model, lengths, pooling, dtype, dim, counts, segments,
+                                    deleted positions, codec and a SHA-256 of every file below
+      codec-<uuid>.npz              centroids (and residual buckets): latepool.index.codec.Codec
+      seg-<uuid>/offsets.npy        (count + 1,) int64: row where each document's vectors start
+      seg-<uuid>/ids.json           the documents' ids, in order
+      seg-<uuid>/codes.npy          (rows,) uint16: each vector's centroid (absent without a codec)
+      seg-<uuid>/ivf_offsets.npy    (C + 1,) int64 and ivf_docs.npy (int32): for centroid c, the
+      seg-<uuid>/ivf_docs.npy       segment's documents with a vector filed under c (sorted, unique)
+      seg-<uuid>/vectors.npy        float16 (rows, dim) or int8 (rows, dim) vectors
+      seg-<uuid>/scales.npy         int8 only: (rows,) float32 scale of each vector
+      seg-<uuid>/residuals.npy      residualB only: (rows, dim * B / 8) uint8 packed residual buckets
 
-Files are never rewritten in place: an update writes new files and then replaces ``manifest.json``
-with one ``os.replace``, so a reader sees either the old or the new index, never a mix, and a crash
-leaves the last committed index. A new index is built in a temporary directory and renamed into
-place the same way.
+Every array is a ``.npy`` file opened with ``numpy.load(mmap_mode="r")``: opening an index reads the
+manifest, the ids and the small offset and inverted-list arrays, never the vectors, which are
+decoded block by block while a search runs. Files are never rewritten in place: an update writes new
+files and then replaces ``manifest.json`` with one ``os.replace``, so a reader sees either the old or
+the new index, never a mix, and a crash leaves the last committed index. A new index is built in a
+temporary directory and renamed into place the same way.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
-DTYPES = ("float16", "int8")
+from latepool.index.codec import RESIDUAL_BITS, Codec
+
+FORMAT_VERSION = 2
+DTYPES = ("float16", "int8", *RESIDUAL_BITS)
 
 
 class IndexFormatError(ValueError):
@@ -46,25 +53,75 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bytes_per_vector(dtype: str, dim: int, codes: bool = True) -> float:
+    """Bytes one stored vector takes on disk: its values plus, with a codec, its 2-byte centroid code.
+
+    Example::
+
+        >>> [bytes_per_vector(d, 64) for d in DTYPES]
+        [130, 70, 34, 18, 10]
+    """
+    if dtype in RESIDUAL_BITS:
+        return dim * RESIDUAL_BITS[dtype] // 8 + 2
+    values = {"float16": 2 * dim, "int8": dim + 4}[dtype]
+    return values + (2 if codes else 0)
+
+
 @dataclass
 class Segment:
-    """One immutable group of documents, decoded to float32 in memory.
+    """One immutable group of documents, its arrays memory-mapped (nothing decoded at open).
 
     Attributes:
         name: Directory name inside the index.
         ids: Document ids in order.
-        vectors: ``(rows, dim)`` float32 vectors.
         offsets: ``(count + 1,)`` int64 row offsets.
+        dtype: Storage type (see :data:`DTYPES`).
+        codes: ``(rows,)`` uint16 centroid codes, or None without a codec.
+        ivf_offsets / ivf_docs: The segment's inverted lists (None without a codec).
+        values: ``vectors`` (float16 / int8) or packed ``residuals`` (uint8).
+        scales: int8 scales, else None.
     """
 
     name: str
     ids: list[str]
-    vectors: torch.Tensor
     offsets: np.ndarray
+    dtype: str
+    codes: np.ndarray | None
+    ivf_offsets: np.ndarray | None
+    ivf_docs: np.ndarray | None
+    values: np.ndarray
+    scales: np.ndarray | None = None
 
-    def documents(self) -> list[torch.Tensor]:
-        """The segment's documents as ``(n_i, dim)`` views."""
-        return [self.vectors[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def rows(self) -> int:
+        return int(self.offsets[-1])
+
+    def decode(self, start: int, stop: int, codec: Codec | None) -> torch.Tensor:
+        """Rows ``start:stop`` as a float32 ``(stop - start, dim)`` tensor (decoded from the map)."""
+        if self.dtype in RESIDUAL_BITS:
+            return codec.decode(self.codes[start:stop], self.values[start:stop])
+        vectors = torch.from_numpy(np.asarray(self.values[start:stop], dtype=np.float32))
+        if self.scales is not None:
+            vectors = vectors * torch.from_numpy(np.array(self.scales[start:stop]))[:, None]
+        return vectors
+
+    def decode_rows(self, rows: np.ndarray, codec: Codec | None) -> torch.Tensor:
+        """The rows at the (sorted) indices ``rows`` as float32, gathered from the map."""
+        if self.dtype in RESIDUAL_BITS:
+            return codec.decode(self.codes[rows], self.values[rows])
+        vectors = torch.from_numpy(self.values[rows].astype(np.float32))
+        if self.scales is not None:
+            vectors = vectors * torch.from_numpy(self.scales[rows])[:, None]
+        return vectors
+
+    def documents(self, codec: Codec | None) -> list[torch.Tensor]:
+        """Every document of the segment as a float32 ``(n_i, dim)`` tensor (decodes the whole segment)."""
+        every = self.decode(0, self.rows, codec)
+        return [every[a:b] for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
 
 
 def quantize_int8(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -74,47 +131,111 @@ def quantize_int8(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return codes.numpy(), scales.numpy().astype(np.float32)
 
 
-def write_segment(directory: Path, ids: list[str], documents: list[torch.Tensor], dtype: str) -> dict[str, str]:
-    """Write a segment's files into ``directory``; returns their SHA-256 by path relative to the index."""
+def inverted_lists(codes: np.ndarray, offsets: np.ndarray, num_centroids: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each centroid, the sorted unique documents with a vector coded to it.
+
+    Returns:
+        ``(ivf_offsets, ivf_docs)``: centroid ``c``'s documents are ``ivf_docs[ivf_offsets[c]:ivf_offsets[c + 1]]``.
+
+    Example::
+
+        >>> offsets = np.array([0, 2, 3])  # document 0: rows 0-1, document 1: row 2
+        >>> [a.tolist() for a in inverted_lists(np.array([1, 1, 0], dtype=np.uint16), offsets, 3)]
+        [[0, 1, 2, 2], [1, 0]]
+    """
+    docs = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    pairs = np.unique(codes.astype(np.int64) * (len(offsets) + 1) + docs)  # sorted by (code, doc), unique
+    pair_codes, pair_docs = pairs // (len(offsets) + 1), pairs % (len(offsets) + 1)
+    ivf_offsets = np.zeros(num_centroids + 1, dtype=np.int64)
+    ivf_offsets[1:] = np.cumsum(np.bincount(pair_codes, minlength=num_centroids))
+    return ivf_offsets, pair_docs.astype(np.int32)
+
+
+def write_segment(
+    directory: Path, ids: list[str], documents: list[torch.Tensor], dtype: str, codec: Codec | None
+) -> dict[str, str]:
+    """Write a segment's files into ``directory``; returns their SHA-256 by path relative to the index.
+
+    Args:
+        directory: The new segment directory (must not exist).
+        ids / documents: The documents, each a non-empty ``(n_i, dim)`` tensor.
+        dtype: Storage type.
+        codec: The index's codec (required for residual dtypes; None: no inverted lists).
+    """
+    if dtype in RESIDUAL_BITS and (codec is None or codec.bits != RESIDUAL_BITS[dtype]):
+        raise ValueError(f"dtype {dtype} needs a codec of {RESIDUAL_BITS[dtype]} bits")
     directory.mkdir(parents=True)
     lengths = [len(d) for d in documents]
+    if any(length == 0 for length in lengths):
+        raise ValueError("every document needs at least one vector")
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    dim = documents[0].shape[1] if documents else 0
+    dim = documents[0].shape[1] if documents else (codec.dim if codec else 0)
     vectors = torch.cat([d.detach().float().cpu() for d in documents]) if documents else torch.zeros(0, dim)
-    if dtype == "int8":
-        codes, scales = quantize_int8(vectors)
-        codes.tofile(directory / "vectors.bin")
-        scales.tofile(directory / "scales.bin")
+    arrays: dict[str, np.ndarray] = {"offsets": offsets}
+    if dtype in RESIDUAL_BITS:
+        arrays["codes"], arrays["residuals"] = codec.encode(vectors)
     else:
-        vectors.numpy().astype(np.float16).tofile(directory / "vectors.bin")
-    np.save(directory / "offsets.npy", offsets)
+        if codec is not None:
+            arrays["codes"] = codec.assign(vectors)
+        if dtype == "int8":
+            arrays["vectors"], arrays["scales"] = quantize_int8(vectors)
+        else:
+            arrays["vectors"] = vectors.numpy().astype(np.float16)
+    if codec is not None:
+        arrays["ivf_offsets"], arrays["ivf_docs"] = inverted_lists(arrays["codes"], offsets, len(codec.centroids))
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
     (directory / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
     return {f"{directory.name}/{f.name}": sha256_file(f) for f in sorted(directory.iterdir())}
 
 
 def read_segment(root: Path, name: str, dtype: str, dim: int) -> Segment:
-    """Read and decode one segment (raises :class:`IndexFormatError` naming a missing or bad file)."""
+    """Open one segment, memory-mapped (raises :class:`IndexFormatError` naming a missing or bad file)."""
     directory = root / name
+    offsets = _load_array(directory / "offsets.npy", mmap=False)
     try:
-        offsets = np.load(directory / "offsets.npy")
         ids = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
-        rows = int(offsets[-1])
-        raw = np.fromfile(directory / "vectors.bin", dtype=np.int8 if dtype == "int8" else np.float16)
-        if raw.size != rows * dim or len(ids) != len(offsets) - 1:
-            raise IndexFormatError(f"{directory / 'vectors.bin'}: holds {raw.size} values, expected {rows * dim}")
-        vectors = torch.from_numpy(raw.reshape(rows, dim).astype(np.float32))
-        if dtype == "int8":
-            scales = np.fromfile(directory / "scales.bin", dtype=np.float32)
-            if scales.size != rows:
-                raise IndexFormatError(f"{directory / 'scales.bin'}: holds {scales.size} scales, expected {rows}")
-            vectors = vectors * torch.from_numpy(scales)[:, None]
     except FileNotFoundError as error:
         raise IndexFormatError(f"missing index file: {error.filename}") from error
-    except (OSError, ValueError, json.JSONDecodeError) as error:
-        if isinstance(error, IndexFormatError):
-            raise
-        raise IndexFormatError(f"unreadable index segment {directory}: {error}") from error
-    return Segment(name, ids, vectors, offsets)
+    except (OSError, ValueError) as error:
+        raise IndexFormatError(f"{directory / 'ids.json'}: unreadable ({error})") from error
+    rows = int(offsets[-1]) if len(offsets) else 0
+    if len(ids) != len(offsets) - 1:
+        raise IndexFormatError(f"{directory / 'ids.json'}: {len(ids)} ids for {len(offsets) - 1} documents")
+    residual = dtype in RESIDUAL_BITS
+    values_name = "residuals" if residual else "vectors"
+    width = dim * RESIDUAL_BITS[dtype] // 8 if residual else dim
+    values = _load_array(directory / f"{values_name}.npy", shape=(rows, width))
+    needed = {"codes": residual, "scales": dtype == "int8"}
+    optional = {}
+    for array in ("codes", "scales", "ivf_offsets", "ivf_docs"):
+        path = directory / f"{array}.npy"
+        shape = (rows,) if array in needed else None
+        optional[array] = _load_array(path, shape=shape) if path.is_file() or needed.get(array) else None
+    return Segment(
+        name,
+        ids,
+        offsets,
+        dtype,
+        optional["codes"],
+        optional["ivf_offsets"],
+        optional["ivf_docs"],
+        values,
+        optional["scales"],
+    )
+
+
+def _load_array(path: Path, shape: tuple[int, ...] | None = None, mmap: bool = True) -> np.ndarray:
+    """``numpy.load`` of one index array (memory-mapped), or :class:`IndexFormatError` naming the file."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None)
+    except FileNotFoundError as error:
+        raise IndexFormatError(f"missing index file: {path}") from error
+    except (OSError, ValueError) as error:
+        raise IndexFormatError(f"{path}: unreadable ({error})") from error
+    if shape is not None and array.shape != shape:
+        raise IndexFormatError(f"{path}: shape {array.shape}, expected {shape}")
+    return array
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -127,7 +248,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise IndexFormatError(f"{path}: unreadable manifest ({error})") from error
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(
-            f"{path}: index format {manifest.get('format_version')!r}, this latepool reads {FORMAT_VERSION}"
+            f"{path}: index format {manifest.get('format_version')!r}, this latepool reads {FORMAT_VERSION}; "
+            "rebuild it with latepool index build"
         )
     return manifest
 
