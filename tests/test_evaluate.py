@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from latepool.cli import main
-from latepool.commands.common import parse_pool_factors
+from latepool.commands.common import parse_dtypes, parse_pool_factors
 from latepool.data import load_beir
 from latepool.evaluation.report import CSV_COLUMNS
 from latepool.evaluation.sweep import SweepConfig, evaluate_documents, sweep_dataset
@@ -145,3 +145,30 @@ def test_float32_cache_makes_the_sklearn_backend_the_plain_reference_loop(
                 expected = torch.from_numpy(np.stack([document[0].numpy(), *means]))
             assert output.shape == expected.shape
             assert torch.allclose(output, expected, atol=1e-6)  # same labels: the same means in label order
+
+
+def test_storage_axis_adds_cells_bytes_and_the_frontier(tiny_pylate_dir: Path, beir_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    arguments = ["--model", str(tiny_pylate_dir), "--data", str(beir_dir), "--methods", "kmeans"]
+    arguments += ["--pool-factors", "1,2", "--dtypes", "float32,float16,int8,residual2,residual1"]
+    arguments += ["--query-length", "12", "--document-length", "64", "--device", "cpu"]
+    assert run_cli(*arguments, "--cache-dir", str(tmp_path / "cache"), "--output", str(output)) == 0
+    with (output / "results.csv").open() as handle:
+        rows = {(r["pool_factor"], r["dtype"]): r for r in csv.DictReader(handle)}
+    assert len(rows) == 2 * 5
+    for pool_factor in ("1", "2"):
+        cells = {
+            dtype: rows[(pool_factor, dtype)] for dtype in ("float32", "float16", "int8", "residual2", "residual1")
+        }
+        per_document = {d: float(r["bytes_per_document"]) for d, r in cells.items()}
+        vectors_per_document = int(cells["float32"]["vectors"]) / 12
+        assert per_document["float32"] == pytest.approx(vectors_per_document * 16 * 4)
+        assert per_document["float16"] == pytest.approx(vectors_per_document * (16 * 2 + 2))
+        assert per_document["float32"] > per_document["float16"] > per_document["int8"]
+        assert per_document["int8"] > per_document["residual2"] > per_document["residual1"]
+        assert float(cells["float16"]["ndcg@10"]) == pytest.approx(float(cells["float32"]["ndcg@10"]), abs=0.02)
+    assert (output / "runs" / "fixture.kmeans.pf2.residual2.trec").is_file()
+    assert (output / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| fixture | 2 |" in (output / "table.md").read_text()  # the first dtype's view
+    with pytest.raises(ValueError, match="--dtypes"):
+        parse_dtypes("float16,bfloat3")

@@ -129,6 +129,23 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
+def parse_dtypes(text: str) -> list[str]:
+    """``"float16,residual2"`` -> that list; each an index storage type or ``float32``.
+
+    Example::
+
+        >>> parse_dtypes("float32, residual2")
+        ['float32', 'residual2']
+    """
+    from latepool.index.storage import DTYPES
+
+    dtypes = list(dict.fromkeys(piece.strip() for piece in text.split(",") if piece.strip()))
+    allowed = ("float32", *DTYPES)
+    if not dtypes or any(d not in allowed for d in dtypes):
+        raise ValueError(f"--dtypes takes a comma-separated subset of {allowed}, got {text!r}")
+    return dtypes
+
+
 def load_model_with_lengths(
     model_name: str, device: str | None = None, query_length: int | None = None, document_length: int | None = None
 ) -> MultiVectorEncoder:

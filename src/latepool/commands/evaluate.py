@@ -12,6 +12,7 @@ from latepool.commands.common import (
     add_device_option,
     add_length_options,
     add_model_option,
+    parse_dtypes,
     parse_methods,
     parse_pool_factors,
 )
@@ -50,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Storage type of the embedding cache (float32: the model's output exactly, a separate cache "
         "entry). Default: float16.",
     )
+    parser.add_argument(
+        "--dtypes",
+        default="float32",
+        type=parse_dtypes,
+        help="Storage axis: comma-separated index storage types the pooled vectors are encoded and decoded "
+        "with before scoring (float32, float16, int8, residual4, residual2, residual1).",
+    )
     parser.add_argument("--seed", type=int, default=42, help="k-means seed.")
     parser.add_argument("--top-k", type=int, default=100, help="Documents kept per query (runs, metrics@100).")
     add_cache_option(parser, "encoded corpora")
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         cache_dtype=args.cache_dtype,
         show_progress_bar=True,
+        dtypes=args.dtypes,
     )
     started = time.perf_counter()
     cells = []
@@ -93,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         for cell in sweep_dataset(model, dataset, config, model_name=str(args.model)):
             cells.append(cell)
             print(
-                f"  {cell.method:>12} PF{cell.pool_factor:<4g} ndcg@10 {cell.metrics['ndcg@10']:.4f}  "
+                f"  {cell.method:>12} PF{cell.pool_factor:<4g} {cell.dtype:>9} ndcg@10 {cell.metrics['ndcg@10']:.4f}  "
                 f"vectors {cell.vectors:>9}  pool {cell.pool_s:6.1f}s  search {cell.search_s:6.1f}s",
                 flush=True,
             )
@@ -102,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     }
     write_report(args.output, cells, settings | {"wall_s": round(time.perf_counter() - started, 2)})
     print(
-        f"wrote {args.output}/results.csv, results.json, table.md, ndcg.png and runs/ "
+        f"wrote {args.output}/results.csv, results.json, table.md, ndcg.png, frontier.png and runs/ "
         f"in {time.perf_counter() - started:.0f} s"
     )
     return 0

@@ -1,4 +1,4 @@
-"""Sweep outputs: results.csv / results.json, TREC run files, the paper-style table.md and ndcg.png."""
+"""Sweep outputs: results.csv / results.json, TREC run files, the paper-style table.md, ndcg.png and frontier.png."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ CSV_COLUMNS = [
     "dataset",
     "method",
     "pool_factor",
+    "dtype",
     *METRICS,
     "vectors",
     "bytes_float16",
+    "bytes_per_document",
     "encode_s",
     "pool_s",
     "search_s",
@@ -108,13 +110,71 @@ def plot_ndcg(path: Path, cells: list[CellResult], metric: str = "ndcg@10") -> N
     plt.close(figure)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (fewer bytes and at least the same score), by bytes.
+
+    Example::
+
+        >>> pareto_front([(100, 0.6), (50, 0.55), (60, 0.5), (200, 0.6), (20, 0.3)])
+        [(20, 0.3), (50, 0.55), (100, 0.6)]
+    """
+    front: list[tuple[float, float]] = []
+    for size, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or score > front[-1][1]:
+            front.append((size, score))
+    return front
+
+
+def plot_frontier(path: Path, cells: list[CellResult], metric: str = "ndcg@10") -> None:
+    """NDCG@10 against bytes per document for every (method, pool factor, dtype) cell, Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(cell.dataset for cell in cells))
+    methods = list(dict.fromkeys(cell.method for cell in cells))
+    dtypes = list(dict.fromkeys(cell.dtype for cell in cells))
+    markers = dict(zip(dtypes, "os^vDPX*"))
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        mine = [cell for cell in cells if cell.dataset == dataset]
+        for number, method in enumerate(methods):
+            for dtype in dtypes:
+                chosen = [c for c in mine if c.method == method and c.dtype == dtype]
+                axis.scatter(
+                    [c.bytes_per_document for c in chosen],
+                    [c.metrics[metric] for c in chosen],
+                    color=f"C{number}",
+                    marker=markers[dtype],
+                    s=22,
+                    label=f"{method} {dtype}",
+                )
+        front = pareto_front([(c.bytes_per_document, c.metrics[metric]) for c in mine])
+        axis.plot([p[0] for p in front], [p[1] for p in front], color="black", linewidth=1.2, label="Pareto front")
+        axis.set_xscale("log")
+        axis.set_title(dataset)
+        axis.set_xlabel("bytes per document")
+        axis.set_ylabel(metric.upper())
+        axis.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def write_report(output: Path, cells: list[CellResult], config: dict[str, Any]) -> None:
-    """Write every output of a sweep into ``output`` (created if needed)."""
+    """Write every output of a sweep into ``output`` (created if needed).
+
+    ``table.md`` and ``ndcg.png`` show the first storage type of the sweep (the paper's view);
+    ``frontier.png`` shows every cell.
+    """
     output.mkdir(parents=True, exist_ok=True)
     (output / "runs").mkdir(exist_ok=True)
     for cell in cells:
-        tag = f"latepool.{cell.method}.pf{cell.pool_factor:g}"
-        write_trec_run(output / "runs" / f"{cell.dataset}.{cell.method}.pf{cell.pool_factor:g}.trec", cell.run, tag)
+        storage = "" if cell.dtype == "float32" else f".{cell.dtype}"
+        name = f"{cell.dataset}.{cell.method}.pf{cell.pool_factor:g}{storage}"
+        write_trec_run(output / "runs" / f"{name}.trec", cell.run, f"latepool.{cell.method}.pf{cell.pool_factor:g}")
     write_csv(output / "results.csv", cells)
     payload = {
         "config": config,
@@ -122,5 +182,7 @@ def write_report(output: Path, cells: list[CellResult], config: dict[str, Any]) 
         "results": [{k: _round(v) for k, v in c.row().items()} for c in cells],
     }
     (output / "results.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    (output / "table.md").write_text(markdown_table(cells), encoding="utf-8")
-    plot_ndcg(output / "ndcg.png", cells)
+    first = [cell for cell in cells if cell.dtype == cells[0].dtype] if cells else cells
+    (output / "table.md").write_text(markdown_table(first), encoding="utf-8")
+    plot_ndcg(output / "ndcg.png", first)
+    plot_frontier(output / "frontier.png", cells)

@@ -17,6 +17,8 @@ import torch
 from latepool.cache import DEFAULT_CACHE_DIR, cached_encode, model_fingerprint
 from latepool.data import RetrievalDataset
 from latepool.evaluation.metrics import mean_metrics
+from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.index.storage import bytes_per_vector, round_trip
 from latepool.models import query_length_of
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
@@ -43,6 +45,9 @@ class SweepConfig:
         state_cache: Fingerprint of the state cache the model encodes through, if the sweep runs
             inside :func:`latepool.training.cached_states.use_cached_states` (part of the cache key).
         show_progress_bar: Show encoding and pooling progress.
+        dtypes: Storage types of the index the pooled vectors would live in (``float32``: as they
+            are; ``float16``, ``int8``, ``residual4``, ``residual2``, ``residual1``: encoded and
+            decoded the way :class:`latepool.index.Index` stores them). Each is one more cell.
     """
 
     methods: list[str] = field(default_factory=lambda: ["kmeans", "hierarchical", "span"])
@@ -56,11 +61,16 @@ class SweepConfig:
     cache_dtype: str = "float16"
     state_cache: str | None = None
     show_progress_bar: bool = True
+    dtypes: list[str] = field(default_factory=lambda: ["float32"])
 
 
 @dataclass
 class CellResult:
-    """One (dataset, method, pool factor) cell of the sweep."""
+    """One (dataset, method, pool factor, storage type) cell of the sweep.
+
+    ``bytes_per_document`` is what a document takes in an index of ``dtype`` (its vectors times
+    :func:`latepool.index.storage.bytes_per_vector`; ``float32``: 4 bytes a dimension).
+    """
 
     dataset: str
     method: str
@@ -72,15 +82,20 @@ class CellResult:
     pool_s: float
     search_s: float
     run: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
+    dtype: str = "float32"
+    bytes_per_document: float = 0.0
 
     def row(self) -> dict[str, object]:
         """The flat row written to results.csv."""
         fields = asdict(self)
         fields.pop("run")
         return {
-            **{key: fields[key] for key in ("dataset", "method", "pool_factor")},
+            **{key: fields[key] for key in ("dataset", "method", "pool_factor", "dtype")},
             **self.metrics,
-            **{key: fields[key] for key in ("vectors", "bytes_float16", "encode_s", "pool_s", "search_s")},
+            **{
+                key: fields[key]
+                for key in ("vectors", "bytes_float16", "bytes_per_document", "encode_s", "pool_s", "search_s")
+            },
         }
 
 
@@ -163,11 +178,11 @@ def sweep_dataset(
     )
     encode_s = time.perf_counter() - started
 
-    unpooled = None
+    unpooled: list[CellResult] = []
     for method in config.methods:
         for pool_factor in sorted(config.pool_factors):
-            if pool_factor == 1 and unpooled is not None:
-                yield CellResult(**{**asdict(unpooled), "method": method, "run": unpooled.run})
+            if pool_factor == 1 and unpooled:
+                yield from (CellResult(**{**asdict(cell), "method": method, "run": cell.run}) for cell in unpooled)
                 continue
             started = time.perf_counter()
             pooled = documents
@@ -182,11 +197,36 @@ def sweep_dataset(
                     show_progress_bar=config.show_progress_bar,
                 )
             pool_s = time.perf_counter() - started
-            cell = evaluate_documents(dataset, queries, pooled, config.top_k)
-            cell.method, cell.pool_factor, cell.encode_s, cell.pool_s = method, pool_factor, encode_s, pool_s
-            if pool_factor == 1:
-                unpooled = cell
-            yield cell
+            for dtype, stored in stored_forms(pooled, config.dtypes, config.seed):
+                cell = evaluate_documents(dataset, queries, stored, config.top_k)
+                cell.method, cell.pool_factor, cell.encode_s, cell.pool_s = method, pool_factor, encode_s, pool_s
+                cell.dtype = dtype
+                cell.bytes_per_document = cell.vectors * _bytes_per_vector(dtype, stored) / max(len(stored), 1)
+                if pool_factor == 1:
+                    unpooled.append(cell)
+                yield cell
+
+
+def stored_forms(
+    documents: list[torch.Tensor], dtypes: list[str], seed: int = 0
+) -> Iterator[tuple[str, list[torch.Tensor]]]:
+    """``(dtype, documents as an index of that dtype returns them)`` for each dtype.
+
+    Residual dtypes share one set of centroids trained on the documents; each fits its own buckets.
+    """
+    centroids = None
+    for dtype in dtypes:
+        codec = None
+        if dtype in RESIDUAL_BITS:
+            vectors = torch.cat(documents)
+            centroids = centroids or Codec.train(vectors, seed=seed)
+            codec = centroids.with_bits(RESIDUAL_BITS[dtype], vectors, seed=seed)
+        yield dtype, round_trip(documents, dtype, codec)
+
+
+def _bytes_per_vector(dtype: str, documents: list[torch.Tensor]) -> float:
+    dim = documents[0].shape[-1] if documents else 0
+    return 4 * dim if dtype == "float32" else bytes_per_vector(dtype, dim)
 
 
 def evaluate_documents(

@@ -128,15 +128,23 @@ class Codec:
             raise ValueError(f"bits must be 0, 1, 2 or 4, got {bits}")
         num_centroids = min(num_centroids or default_num_centroids(len(vectors)), MAX_CENTROIDS)
         centroids = train_centroids(vectors, num_centroids, seed=seed)
+        return cls(centroids).with_bits(bits, vectors, seed=seed, held_out=held_out)
+
+    def with_bits(self, bits: int, vectors: Tensor, seed: int = 0, held_out: int = 50_000) -> Codec:
+        """A codec with the same centroids and ``bits``-bit residual buckets fitted on (a sample of) ``vectors``.
+
+        The cutoffs are the ``i / 2^bits`` quantiles of the residual coordinates of ``held_out``
+        vectors (all dimensions pooled), the weights the ``(i + 0.5) / 2^bits`` quantiles.
+        """
         if bits == 0:
-            return cls(centroids)
+            return Codec(self.centroids)
         generator = torch.Generator().manual_seed(seed + 1)
         sample = vectors[torch.randperm(len(vectors), generator=generator)[:held_out]].float()
-        residuals = (sample - centroids[assign(sample, centroids)]).flatten()
+        residuals = (sample - self.centroids[assign(sample, self.centroids)]).flatten()
         levels = 2**bits
         cutoffs = _quantiles(residuals, torch.arange(1, levels) / levels)
         weights = _quantiles(residuals, (torch.arange(levels) + 0.5) / levels)
-        return cls(centroids, bits, cutoffs, weights)
+        return Codec(self.centroids, bits, cutoffs, weights)
 
     @property
     def dim(self) -> int:

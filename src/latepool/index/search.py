@@ -8,9 +8,9 @@ bounded by a chunk of rows, not the corpus.
   the sum per query.
 - :func:`candidate_topk` is PLAID's idea on latepool's segments: each query token probes its
   ``nprobe`` most similar centroids; the documents filed under them in the segments' inverted
-  lists are scored approximately, by MaxSim against the *centroids* of their vectors (their codes,
-  no decoding); the best ``candidates`` are decoded and scored exactly. Its work grows with the
-  probed share of the inverted lists and the candidates, not with the index.
+  lists are scored approximately from those lists alone (per token, the best probed centroid the
+  document has a vector under; no vector is decoded); the best ``candidates`` are decoded and
+  scored exactly. Its work grows with the probed lists and the candidates, not with the index.
 """
 
 from __future__ import annotations
@@ -127,37 +127,63 @@ def candidate_topk(
 ) -> tuple[Tensor, Tensor]:
     """Top-k of one query over candidates from the inverted lists, rescored exactly.
 
+    Each query token probes its ``nprobe`` most similar centroids. A document filed under any probed
+    centroid gets the approximate score ``sum_t max_{c in probed, c in codes(d)} q_t . c``, where a
+    token with no probed centroid among the document's codes counts the lowest score it gave to a
+    probed centroid. Only the probed inverted lists are read, so the work grows with their length,
+    not with the index. The ``candidates`` best documents are then decoded and scored exactly.
+
     Args:
         views: The segments.
         codec: The index's codec (its centroids).
         query: ``(len, dim)`` query tokens.
         k: Hits.
         nprobe: Centroids probed per query token.
-        candidates: Documents kept by the approximate (centroid) score and scored exactly.
+        candidates: Documents kept by the approximate score and scored exactly.
 
     Returns:
         ``(scores, ordinals)`` of shape ``(k',)``, best first.
     """
     query = query.float()
     centroid_scores = query @ codec.centroids.T  # (len, C)
-    probed = centroid_scores.topk(min(nprobe, centroid_scores.shape[1]), dim=1).indices.unique().numpy()
+    nearest = centroid_scores.topk(min(nprobe, centroid_scores.shape[1]), dim=1)
+    probed = nearest.indices.unique()
+    probed_scores = centroid_scores[:, probed]  # (len, P)
+    floor = nearest.values[:, -1:]  # (len, 1): a token's lowest score among its own probes
     found: list[tuple[SegmentView, np.ndarray, Tensor]] = []
     for view in views:
-        segment = view.segment
-        lists = [segment.ivf_docs[segment.ivf_offsets[c] : segment.ivf_offsets[c + 1]] for c in probed]
-        documents = np.unique(np.concatenate(lists)) if lists else np.zeros(0, dtype=np.int32)
-        documents = documents[view.live[documents]].astype(np.int64)
-        if len(documents) == 0:
-            continue
-        rows, lengths = document_rows(segment.offsets, documents)
-        codes = torch.from_numpy(segment.codes[rows].astype(np.int64))
-        approximate = document_maxima(centroid_scores[:, codes].T, torch.from_numpy(lengths)).sum(dim=1)
-        found.append((view, documents, approximate))
+        documents, approximate = _probe_segment(view, probed.numpy(), probed_scores, floor)
+        if len(documents):
+            found.append((view, documents, approximate))
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
     approximate = torch.cat([scores for _, _, scores in found])
     keep = approximate.topk(min(candidates, len(approximate))).indices.sort().values
     return _rescore(found, keep, codec, query, k)
+
+
+def _probe_segment(
+    view: SegmentView, probed: np.ndarray, probed_scores: Tensor, floor: Tensor
+) -> tuple[np.ndarray, Tensor]:
+    """The live documents of one segment in the probed lists, and their approximate scores."""
+    segment = view.segment
+    starts, stops = segment.ivf_offsets[probed], segment.ivf_offsets[probed + 1]
+    sizes = (stops - starts).astype(np.int64)
+    if sizes.sum() == 0:
+        return np.zeros(0, dtype=np.int64), torch.empty(0)
+    entries = np.arange(int(sizes.sum())) + np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    entry_docs = np.asarray(segment.ivf_docs[entries], dtype=np.int64)
+    entry_cells = torch.from_numpy(np.repeat(np.arange(len(probed)), sizes))
+    alive = view.live[entry_docs]
+    entry_docs, entry_cells = entry_docs[alive], entry_cells[torch.from_numpy(alive)]
+    documents, local = np.unique(entry_docs, return_inverse=True)
+    if len(documents) == 0:
+        return documents, torch.empty(0)
+    tokens = probed_scores.shape[0]
+    best = floor.expand(-1, len(documents)).contiguous()  # (len, D)
+    index = torch.from_numpy(local.reshape(-1)).expand(tokens, -1)
+    best = best.scatter_reduce(1, index, probed_scores[:, entry_cells], reduce="amax", include_self=True)
+    return documents, best.sum(dim=0)
 
 
 def _rescore(

@@ -102,26 +102,73 @@ class Segment:
 
     def decode(self, start: int, stop: int, codec: Codec | None) -> torch.Tensor:
         """Rows ``start:stop`` as a float32 ``(stop - start, dim)`` tensor (decoded from the map)."""
-        if self.dtype in RESIDUAL_BITS:
-            return codec.decode(self.codes[start:stop], self.values[start:stop])
-        vectors = torch.from_numpy(np.asarray(self.values[start:stop], dtype=np.float32))
-        if self.scales is not None:
-            vectors = vectors * torch.from_numpy(np.array(self.scales[start:stop]))[:, None]
-        return vectors
+        return self.decode_rows(slice(start, stop), codec)
 
-    def decode_rows(self, rows: np.ndarray, codec: Codec | None) -> torch.Tensor:
-        """The rows at the (sorted) indices ``rows`` as float32, gathered from the map."""
-        if self.dtype in RESIDUAL_BITS:
-            return codec.decode(self.codes[rows], self.values[rows])
-        vectors = torch.from_numpy(self.values[rows].astype(np.float32))
+    def decode_rows(self, rows: np.ndarray | slice, codec: Codec | None) -> torch.Tensor:
+        """The rows ``rows`` (sorted indices or a slice) as float32, read from the map and decoded."""
+        arrays = {"values": self.values[rows]}
+        if self.codes is not None:
+            arrays["codes"] = self.codes[rows]
         if self.scales is not None:
-            vectors = vectors * torch.from_numpy(self.scales[rows])[:, None]
-        return vectors
+            arrays["scales"] = self.scales[rows]
+        return decode_values(arrays, self.dtype, codec)
 
     def documents(self, codec: Codec | None) -> list[torch.Tensor]:
         """Every document of the segment as a float32 ``(n_i, dim)`` tensor (decodes the whole segment)."""
         every = self.decode(0, self.rows, codec)
         return [every[a:b] for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
+
+
+def encode_values(vectors: torch.Tensor, dtype: str, codec: Codec | None) -> dict[str, np.ndarray]:
+    """What a segment stores of ``(rows, dim)`` vectors: ``values`` (and ``scales`` for int8, ``codes``
+    with a codec). :func:`decode_values` reads them back; the index and the evaluation's storage
+    axis both go through this pair.
+    """
+    vectors = vectors.detach().float().cpu()
+    if dtype in RESIDUAL_BITS:
+        if codec is None or codec.bits != RESIDUAL_BITS[dtype]:
+            raise ValueError(f"dtype {dtype} needs a codec of {RESIDUAL_BITS[dtype]} bits")
+        codes, residuals = codec.encode(vectors)
+        return {"codes": codes, "values": residuals}
+    arrays = {"codes": codec.assign(vectors)} if codec is not None else {}
+    if dtype == "int8":
+        arrays["values"], arrays["scales"] = quantize_int8(vectors)
+    elif dtype == "float16":
+        arrays["values"] = vectors.numpy().astype(np.float16)
+    else:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return arrays
+
+
+def decode_values(arrays: dict[str, np.ndarray], dtype: str, codec: Codec | None) -> torch.Tensor:
+    """``(rows, dim)`` float32 vectors from the arrays :func:`encode_values` made (or slices of them)."""
+    if dtype in RESIDUAL_BITS:
+        return codec.decode(arrays["codes"], arrays["values"])
+    vectors = torch.from_numpy(np.asarray(arrays["values"], dtype=np.float32))
+    if dtype == "int8":
+        vectors = vectors * torch.from_numpy(np.array(arrays["scales"], dtype=np.float32))[:, None]
+    return vectors
+
+
+def round_trip(documents: list[torch.Tensor], dtype: str, codec: Codec | None = None) -> list[torch.Tensor]:
+    """The documents as an index of ``dtype`` would return them (encoded, then decoded).
+
+    Args:
+        documents: ``(n_i, dim)`` tensors.
+        dtype: One of :data:`DTYPES`, or ``float32`` (returned unchanged).
+        codec: The residual codec (residual dtypes; see :meth:`Codec.train`).
+
+    Example::
+
+        >>> docs = [torch.tensor([[0.5, -0.25]]), torch.tensor([[1.0, 0.1], [0.2, 0.3]])]
+        >>> [d.tolist() for d in round_trip(docs, "float16")]
+        [[[0.5, -0.25]], [[1.0, 0.0999755859375], [0.199951171875, 0.300048828125]]]
+    """
+    if dtype == "float32" or not documents:
+        return [d.float() for d in documents]
+    lengths = [len(d) for d in documents]
+    decoded = decode_values(encode_values(torch.cat(documents), dtype, codec), dtype, codec)
+    return list(decoded.split(lengths))
 
 
 def quantize_int8(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +209,6 @@ def write_segment(
         dtype: Storage type.
         codec: The index's codec (required for residual dtypes; None: no inverted lists).
     """
-    if dtype in RESIDUAL_BITS and (codec is None or codec.bits != RESIDUAL_BITS[dtype]):
-        raise ValueError(f"dtype {dtype} needs a codec of {RESIDUAL_BITS[dtype]} bits")
     directory.mkdir(parents=True)
     lengths = [len(d) for d in documents]
     if any(length == 0 for length in lengths):
@@ -171,16 +216,9 @@ def write_segment(
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     dim = documents[0].shape[1] if documents else (codec.dim if codec else 0)
     vectors = torch.cat([d.detach().float().cpu() for d in documents]) if documents else torch.zeros(0, dim)
-    arrays: dict[str, np.ndarray] = {"offsets": offsets}
-    if dtype in RESIDUAL_BITS:
-        arrays["codes"], arrays["residuals"] = codec.encode(vectors)
-    else:
-        if codec is not None:
-            arrays["codes"] = codec.assign(vectors)
-        if dtype == "int8":
-            arrays["vectors"], arrays["scales"] = quantize_int8(vectors)
-        else:
-            arrays["vectors"] = vectors.numpy().astype(np.float16)
+    arrays = encode_values(vectors, dtype, codec)
+    arrays["residuals" if dtype in RESIDUAL_BITS else "vectors"] = arrays.pop("values")
+    arrays["offsets"] = offsets
     if codec is not None:
         arrays["ivf_offsets"], arrays["ivf_docs"] = inverted_lists(arrays["codes"], offsets, len(codec.centroids))
     for name, array in arrays.items():

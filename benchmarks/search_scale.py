@@ -1,0 +1,201 @@
+"""The pooled index at scale: build, size, open, memory, latency, recall and NDCG at 10k-1M documents.
+
+A scale proxy built from real pooled vectors: the SciFact, NFCorpus and MEDLINE test corpora
+(../shared/data) are encoded with the MiniLM ColBERT (cached) and pooled with k-means PF4; they stay
+in the index with their ids, so their qrels still judge the results. Synthetic documents fill the
+index up to each size: each mixes the token vectors of three random real documents (as many as a
+random real document has), jittered by Gaussian noise and rescaled to the original vectors' norms,
+so they keep the real vectors' geometry and norms.
+
+Per size: build seconds, bytes on disk (and per pooled vector), then in a fresh process: open
+seconds, median / p95 ms per single query and ms per query batched (default search), peak RSS,
+recall@10 against exact MaxSim over the same stored vectors, NDCG@10 on the real qrels, and the
+seconds to add 1,000 more documents. ``--queries`` real queries (half SciFact, half NFCorpus).
+
+    python benchmarks/search_scale.py --sizes 10000,100000 --dtype residual2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from latepool.cache import DEFAULT_CACHE_DIR
+from latepool.data import load_dataset
+from latepool.evaluation.metrics import mean_metrics
+from latepool.evaluation.sweep import encode_dataset
+from latepool.index import Index
+from latepool.models import load_model
+from latepool.pooling import pool_corpus
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+COLLECTIONS = ("scifact", "nfcorpus", "medline")
+SETTINGS = {
+    "model": "minilm",
+    "model_hash": "",
+    "query_length": 48,
+    "document_length": 300,
+    "pool_method": "kmeans",
+    "pool_factor": 4,
+}
+
+
+def real_collections(cache_dir: Path, queries_per_collection: int):
+    """Pooled real documents (ids prefixed by collection), query embeddings and qrels."""
+    model = load_model("minilm", device="cpu")
+    ids, documents, query_ids, queries, qrels = [], [], [], [], {}
+    for name in COLLECTIONS:
+        dataset = load_dataset(DATA / name, split="test")
+        encoded, encoded_queries = encode_dataset(model, dataset, cache_dir, model_name="minilm")
+        documents += pool_corpus(encoded, "kmeans", 4, show_progress_bar=False)
+        ids += [f"{name}:{i}" for i in dataset.corpus_ids]
+        if name != "medline":
+            for query_id, query in list(zip(dataset.query_ids, encoded_queries))[:queries_per_collection]:
+                query_ids.append(f"{name}:{query_id}")
+                queries.append(query)
+                qrels[query_ids[-1]] = {f"{name}:{d}": g for d, g in dataset.qrels[query_id].items()}
+    return ids, documents, query_ids, queries, qrels
+
+
+def synthetic_batches(real: list[torch.Tensor], count: int, batch: int, seed: int = 0):
+    """Batches of synthetic documents mixing the vectors of three random real documents each."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([len(d) for d in real])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    pool = torch.cat(real)
+    made = 0
+    while made < count:
+        size = min(batch, count - made)
+        sizes = lengths[torch.randint(0, len(real), (size,), generator=generator)]
+        sources = torch.randint(0, len(real), (size, 3), generator=generator)
+        row_doc = torch.repeat_interleave(torch.arange(size), sizes)
+        source = sources[row_doc, torch.randint(0, 3, (len(row_doc),), generator=generator)]
+        rows = offsets[source] + (torch.rand(len(row_doc), generator=generator) * lengths[source]).long()
+        vectors = pool[rows]
+        noisy = vectors + 0.05 * torch.randn(vectors.shape, generator=generator) / vectors.shape[1] ** 0.5
+        noisy = noisy * (vectors.norm(dim=1, keepdim=True) / noisy.norm(dim=1, keepdim=True))
+        yield [f"synthetic:{made + i}" for i in range(size)], list(noisy.split(sizes.tolist()))
+        made += size
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def build(path: Path, size: int, dtype: str, real, batch: int = 100_000) -> dict:
+    ids, documents = real
+    started = time.perf_counter()
+    first = min(size, batch) - len(ids)
+    extra_ids, extra_docs = next(synthetic_batches(documents, first, first, seed=1)) if first > 0 else ([], [])
+    index = Index.from_documents(path, ids + extra_ids, documents + extra_docs, {**SETTINGS, "dtype": dtype})
+    for number, (batch_ids, batch_docs) in enumerate(synthetic_batches(documents, size - len(index), batch, seed=2)):
+        index.add_documents([f"{i}-{number}" for i in batch_ids], batch_docs)
+    seconds = time.perf_counter() - started
+    on_disk = directory_bytes(path)
+    vectors = index.manifest["vector_count"]
+    return {
+        "documents": len(index),
+        "vectors": vectors,
+        "build_s": seconds,
+        "bytes": on_disk,
+        "bytes_per_vector": on_disk / vectors,
+    }
+
+
+def measure(path: Path, queries_file: Path) -> dict:
+    """Runs in a fresh process: open, search, memory, recall, NDCG, add 1,000 documents."""
+    data = torch.load(queries_file)
+    queries, query_ids, qrels, add = data["queries"], data["query_ids"], data["qrels"], data["add"]
+    started = time.perf_counter()
+    index = Index.open(path, verify=False)
+    open_s = time.perf_counter() - started
+    started = time.perf_counter()
+    Index.open(path, verify=True)
+    verify_s = time.perf_counter() - started
+    latencies, hits = [], []
+    for query in queries:
+        started = time.perf_counter()
+        hits.append(index.search_embeddings([query], 10)[0])
+        latencies.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    index.search_embeddings(queries, 10)
+    batched_ms = (time.perf_counter() - started) * 1000 / len(queries)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    exact = []
+    for start in range(0, len(queries), 25):
+        exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
+    recall = sum(len({h.id for h in a} & {h.id for h in b}) for a, b in zip(hits, exact)) / (10 * len(queries))
+    run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, hits)}
+    exact_run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, exact)}
+    started = time.perf_counter()
+    index.add_documents(*add)
+    add_s = time.perf_counter() - started
+    return {
+        "open_s": open_s,
+        "open_verified_s": verify_s,
+        "median_ms": statistics.median(latencies),
+        "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))],
+        "batched_ms_per_query": batched_ms,
+        "peak_rss_bytes": peak_rss,
+        "recall@10": recall,
+        "ndcg@10": mean_metrics(run, qrels)["ndcg@10"],
+        "exact_ndcg@10": mean_metrics(exact_run, qrels)["ndcg@10"],
+        "add_1000_s": add_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="Comma-separated index sizes (documents).")
+    parser.add_argument("--dtype", default="residual2", help="Index storage type.")
+    parser.add_argument("--queries", type=int, default=100, help="Real queries (half SciFact, half NFCorpus).")
+    parser.add_argument("--root", type=Path, default=None, help="Where the indexes are built (default: a temp dir).")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Embedding cache.")
+    parser.add_argument("--measure", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return
+    ids, documents, query_ids, queries, qrels = real_collections(args.cache_dir, args.queries // 2)
+    print(f"real: {len(ids)} pooled documents, {sum(len(d) for d in documents)} vectors, {len(queries)} queries")
+    add = next(synthetic_batches(documents, 1000, 1000, seed=3))
+    add = ([f"added:{i}" for i in range(1000)], add[1])
+    with tempfile.TemporaryDirectory(dir=args.root) as root:
+        queries_file = Path(root) / "queries.pt"
+        torch.save({"queries": queries, "query_ids": query_ids, "qrels": qrels, "add": add}, queries_file)
+        for size in [int(s) for s in args.sizes.split(",")]:
+            path = Path(root) / f"index-{size}"
+            built = build(path, size, args.dtype, (ids, documents))
+            child = subprocess.run(
+                [sys.executable, __file__, "--measure", str(path), str(queries_file)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            row = {"size": size, "dtype": args.dtype, **built, **measured}
+            print(json.dumps(row), flush=True)
+            print(
+                f"{size:>8} docs {built['vectors']:>9} vectors | build {built['build_s']:.0f} s | "
+                f"{built['bytes'] / 1e6:.0f} MB ({built['bytes_per_vector']:.1f} B/vector) | "
+                f"open {measured['open_s']:.2f} s (verified {measured['open_verified_s']:.1f} s) | "
+                f"single p50 {measured['median_ms']:.1f} ms p95 {measured['p95_ms']:.1f} ms | "
+                f"batched {measured['batched_ms_per_query']:.1f} ms/q | "
+                f"RSS {measured['peak_rss_bytes'] / 1e6:.0f} MB | "
+                f"recall@10 {measured['recall@10']:.3f} | NDCG@10 {measured['ndcg@10']:.4f} "
+                f"(exact {measured['exact_ndcg@10']:.4f}) | add 1,000 docs {measured['add_1000_s']:.1f} s",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
