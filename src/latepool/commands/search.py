@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from latepool.commands.common import add_model_option, add_qdrant_options
+from latepool.index.index import DEFAULT_NPROBE, DEFAULT_RESCORE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +20,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=None, help="TREC run file for --queries.")
     parser.add_argument("--json", action="store_true", help="Print hits as JSON.")
     add_model_option(parser, required=False, override=True)
-    parser.add_argument("--candidates", action="store_true", help="Use centroid candidate generation first.")
-    parser.add_argument("--nprobe", type=int, default=64, help="Centroids probed per query token (--candidates).")
-    parser.add_argument("--rescore", type=int, default=2048, help="Candidates scored exactly (--candidates).")
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "exact", "candidates"),
+        default="auto",
+        help="exact: scan every document; candidates: inverted lists first, then exact MaxSim of the best "
+        "--rescore; auto: exact on small indexes, candidates on large ones.",
+    )
+    parser.add_argument(
+        "--nprobe", type=int, default=DEFAULT_NPROBE, help="Centroids probed per query token (candidates)."
+    )
+    parser.add_argument(
+        "--rescore", type=int, default=DEFAULT_RESCORE, help="Candidates scored exactly per query (candidates)."
+    )
     add_qdrant_options(parser, required=False)
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=100,
+        help="With --url/--qdrant-path: documents prefetched from the MUVERA HNSW field and rescored by MaxSim "
+        "(0: exact MaxSim over the whole collection).",
+    )
     parser.set_defaults(run=run)
 
 
@@ -47,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.url or args.qdrant_path:
         hits = _search_qdrant(index, args, texts, k)
     else:
-        hits = index.search(texts, k, candidates=args.candidates, nprobe=args.nprobe, rescore=args.rescore)
+        candidates = {"auto": None, "exact": False, "candidates": True}[args.mode]
+        hits = index.search(texts, k, candidates=candidates, nprobe=args.nprobe, rescore=args.rescore)
     if args.output:
         run_scores = {qid: dict(h) for qid, h in zip(ids, hits)}
         write_trec_run(args.output, run_scores, "latepool")
@@ -70,6 +89,6 @@ def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
     embeddings = [e.float().cpu() for e in index.model().encode_query(texts, convert_to_numpy=False)]
     client = connect(url=args.url, path=args.qdrant_path, api_key=args.qdrant_api_key)
     try:
-        return search_qdrant(client, args.collection, embeddings, k)
+        return search_qdrant(client, args.collection, embeddings, k, prefetch=args.prefetch or None)
     finally:
         client.close()

@@ -3,7 +3,8 @@
 Endpoints (JSON in, JSON out):
 
 - ``GET /health`` -> ``{"status": "ok", "documents": N, "vectors": M, "read_only": bool}``
-- ``POST /search`` ``{"queries": ["..."], "k": 10, "candidates": false}`` (or ``"query": "..."``)
+- ``POST /search`` ``{"queries": ["..."], "k": 10, "candidates": null}`` (or ``"query": "..."``;
+  ``candidates``: true / false forces the candidate stage or the exact scan, null chooses)
   -> ``{"results": [[{"id": ..., "score": ...}, ...], ...]}``
 - ``POST /add`` ``{"documents": [{"id": ..., "text": ..., "title": ...}], "replace": false}``
 - ``POST /delete`` ``{"ids": [...]}``
@@ -236,7 +237,9 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         body = await _json_body(request, config.max_body_bytes)
         queries = _queries(body, config)
         k = _int_field(body, "k", 10, 1, config.max_k)
-        candidates = bool(body.get("candidates", False))
+        candidates = body.get("candidates")
+        if candidates is not None and not isinstance(candidates, bool):
+            raise RequestError("'candidates' must be true, false or null")
         hits = await run_in_threadpool(index.search, queries, k, candidates=candidates)
         return JSONResponse({"results": [[{"id": h.id, "score": h.score} for h in row] for row in hits]})
 
