@@ -12,7 +12,12 @@ seconds, median / p95 ms per single query and ms per query batched (default sear
 recall@10 against exact MaxSim over the same stored vectors, NDCG@10 on the real qrels, and the
 seconds to add 1,000 more documents. ``--queries`` real queries (half SciFact, half NFCorpus).
 
-    python benchmarks/search_scale.py --sizes 10000,100000 --dtype residual2
+Peers, side by side on the same documents (``--peers``, sizes up to ``--peer-limit``): fast-plaid
+(4-bit, CPU; installed into its own virtualenv, since it pins torch 2.11) and Qdrant Edge (the
+pooled multivectors plus a MUVERA encoding under HNSW, prefetch 100 then MaxSim). For these sizes
+recall@10 of every engine is also measured against exact MaxSim over the float32 input vectors.
+
+    python benchmarks/search_scale.py --sizes 10000,100000 --dtype residual2 --peers
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from latepool.evaluation.sweep import encode_dataset
 from latepool.index import Index
 from latepool.models import load_model
 from latepool.pooling import pool_corpus
+from latepool.scoring import PackedDocuments, maxsim_topk
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COLLECTIONS = ("scifact", "nfcorpus", "medline")
@@ -91,14 +97,23 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def build(path: Path, size: int, dtype: str, real, batch: int = 100_000) -> dict:
+def corpus(size: int, real, batch: int = 100_000):
+    """The first ``size`` documents of the proxy, in batches: the real ones first, then synthetic ones."""
     ids, documents = real
-    started = time.perf_counter()
     first = min(size, batch) - len(ids)
     extra_ids, extra_docs = next(synthetic_batches(documents, first, first, seed=1)) if first > 0 else ([], [])
-    index = Index.from_documents(path, ids + extra_ids, documents + extra_docs, {**SETTINGS, "dtype": dtype})
-    for number, (batch_ids, batch_docs) in enumerate(synthetic_batches(documents, size - len(index), batch, seed=2)):
-        index.add_documents([f"{i}-{number}" for i in batch_ids], batch_docs)
+    yield (ids + extra_ids)[:size], (documents + extra_docs)[:size]
+    remaining = size - max(min(size, batch), len(ids))
+    for number, (batch_ids, batch_docs) in enumerate(synthetic_batches(documents, remaining, batch, seed=2)):
+        yield [f"{i}-{number}" for i in batch_ids], batch_docs
+
+
+def build(path: Path, size: int, dtype: str, real) -> dict:
+    started = time.perf_counter()
+    batches = corpus(size, real)
+    index = Index.from_documents(path, *next(batches), {**SETTINGS, "dtype": dtype})
+    for batch_ids, batch_docs in batches:
+        index.add_documents(batch_ids, batch_docs)
     seconds = time.perf_counter() - started
     on_disk = directory_bytes(path)
     vectors = index.manifest["vector_count"]
@@ -135,6 +150,7 @@ def measure(path: Path, queries_file: Path) -> dict:
         exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
     recall = sum(len({h.id for h in a} & {h.id for h in b}) for a, b in zip(hits, exact)) / (10 * len(queries))
     run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, hits)}
+    hit_ids = [[h.id for h in row] for row in hits]
     exact_run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, exact)}
     started = time.perf_counter()
     index.add_documents(*add)
@@ -150,7 +166,104 @@ def measure(path: Path, queries_file: Path) -> dict:
         "ndcg@10": mean_metrics(run, qrels)["ndcg@10"],
         "exact_ndcg@10": mean_metrics(exact_run, qrels)["ndcg@10"],
         "add_1000_s": add_s,
+        "hits": hit_ids,
     }
+
+
+def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> dict:
+    """Runs in a fresh process: a Qdrant Edge shard of the same documents, prefetch 100 then MaxSim."""
+    from qdrant_edge import EdgeShard
+
+    from latepool.index.qdrant import export_edge, search_edge
+
+    documents = torch.load(documents_file)["documents"]
+    queries = torch.load(queries_file)["queries"]
+    dim = int(documents[0].shape[1])
+    batches = ((list(map(str, range(a, a + 1000))), documents[a : a + 1000]) for a in range(0, len(documents), 1000))
+    started = time.perf_counter()
+    export_edge(batches, shard_dir, dim=dim).close()
+    build_s = time.perf_counter() - started
+    del documents
+    started = time.perf_counter()
+    shard = EdgeShard.load(str(shard_dir))
+    open_s = time.perf_counter() - started
+    latencies, hits = [], []
+    for query in queries:
+        started = time.perf_counter()
+        hits.append([int(h.id) for h in search_edge(shard, [query], 10, prefetch=100)[0]])
+        latencies.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    search_edge(shard, queries, 10, prefetch=100)
+    batched = (time.perf_counter() - started) * 1000 / len(queries)
+    return {
+        "build_s": build_s,
+        "open_s": open_s,
+        "bytes": directory_bytes(shard_dir),
+        "median_ms": statistics.median(latencies),
+        "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))],
+        "batched_ms_per_query": batched,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "hits": hits,
+    }
+
+
+FAST_PLAID_VENV = Path.home() / ".cache" / "latepool" / "fast-plaid-1.7.0.2110-venv"
+
+
+def fast_plaid_python() -> Path | None:
+    """fast-plaid's own virtualenv (made once: it pins torch 2.11); None when it cannot be installed."""
+    python = FAST_PLAID_VENV / "bin" / "python"
+    if (FAST_PLAID_VENV / "latepool-ready").is_file():
+        return python
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(FAST_PLAID_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "fast-plaid==1.7.0.2110"], check=True)
+    except subprocess.CalledProcessError as error:
+        print(f"fast-plaid could not be installed ({error}); it is left out", flush=True)
+        return None
+    (FAST_PLAID_VENV / "latepool-ready").write_text("fast-plaid==1.7.0.2110\n")
+    return python
+
+
+def run_peers(root: Path, size: int, real, queries: list[torch.Tensor]) -> dict:
+    """fast-plaid and Qdrant Edge on the float32 documents of this size; recall against exact MaxSim on them."""
+    ids, documents = [], []
+    for batch_ids, batch_docs in corpus(size, real):
+        ids += batch_ids
+        documents += batch_docs
+    scores, positions = maxsim_topk(queries, PackedDocuments.pack(documents), 10)
+    truth = [[ids[p] for p in row] for row in positions.tolist()]
+    documents_file, queries_file = root / f"documents-{size}.pt", root / f"peer-queries-{size}.pt"
+    torch.save({"documents": documents}, documents_file)
+    torch.save({"queries": queries}, queries_file)
+    del documents
+    results = {}
+    python = fast_plaid_python()
+    if python is not None:
+        out = root / f"fast-plaid-{size}.json"
+        runner = Path(__file__).with_name("peers") / "fast_plaid_run.py"
+        subprocess.run(
+            [str(python), str(runner), str(documents_file), str(queries_file), str(root / f"fp-{size}"), str(out)],
+            check=True,
+            capture_output=True,
+        )
+        results["fast-plaid"] = json.loads(out.read_text())
+    child = subprocess.run(
+        [sys.executable, __file__, "--edge", str(documents_file), str(queries_file), str(root / f"edge-{size}")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    results["qdrant-edge"] = json.loads(child.stdout.strip().splitlines()[-1])
+    for result in results.values():
+        hits = [[ids[int(p)] for p in row] for row in result.pop("hits")]
+        result["recall@10_float32"] = recall(hits, truth)
+    documents_file.unlink()
+    return {"truth": truth, "peers": results}
+
+
+def recall(hits: list[list[str]], truth: list[list[str]]) -> float:
+    return sum(len(set(a) & set(b)) for a, b in zip(hits, truth)) / (10 * len(truth))
 
 
 def main() -> None:
@@ -160,10 +273,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="Real queries (half SciFact, half NFCorpus).")
     parser.add_argument("--root", type=Path, default=None, help="Where the indexes are built (default: a temp dir).")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Embedding cache.")
+    parser.add_argument("--peers", action="store_true", help="Also run fast-plaid and Qdrant Edge.")
+    parser.add_argument("--peer-limit", type=int, default=100_000, help="Largest size the peers run at.")
     parser.add_argument("--measure", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--edge", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
+        return
+    if args.edge:
+        print(json.dumps(measure_edge(*args.edge)))
         return
     ids, documents, query_ids, queries, qrels = real_collections(args.cache_dir, args.queries // 2)
     print(f"real: {len(ids)} pooled documents, {sum(len(d) for d in documents)} vectors, {len(queries)} queries")
@@ -182,7 +301,12 @@ def main() -> None:
                 text=True,
             )
             measured = json.loads(child.stdout.strip().splitlines()[-1])
+            hits = measured.pop("hits")
             row = {"size": size, "dtype": args.dtype, **built, **measured}
+            if args.peers and size <= args.peer_limit:
+                peers = run_peers(Path(root), size, (ids, documents), queries)
+                row["recall@10_float32"] = recall(hits, peers["truth"])
+                row["peers"] = peers["peers"]
             print(json.dumps(row), flush=True)
             print(
                 f"{size:>8} docs {built['vectors']:>9} vectors | build {built['build_s']:.0f} s | "
@@ -195,6 +319,16 @@ def main() -> None:
                 f"(exact {measured['exact_ndcg@10']:.4f}) | add 1,000 docs {measured['add_1000_s']:.1f} s",
                 flush=True,
             )
+            for name, peer in row.get("peers", {}).items():
+                print(
+                    f"{'':>8} {name:>12} | build {peer['build_s']:.0f} s | {peer['bytes'] / 1e6:.0f} MB | "
+                    f"open {peer['open_s']:.2f} s | "
+                    f"single p50 {peer['median_ms']:.1f} ms p95 {peer['p95_ms']:.1f} ms | "
+                    f"batched {peer['batched_ms_per_query']:.1f} ms/q | RSS {peer['peak_rss_bytes'] / 1e6:.0f} MB | "
+                    f"recall@10 vs float32 exact {peer['recall@10_float32']:.3f} "
+                    f"(latepool {row['recall@10_float32']:.3f})",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

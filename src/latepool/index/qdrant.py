@@ -17,6 +17,7 @@ embedded local store (``path=``), a Qdrant server or a cluster (``url=``); :func
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,13 @@ def fde_config(index: Index) -> FDEConfig:
     return FDEConfig(dim=int(index.manifest["dim"]))
 
 
-def _points(index: Index, batch_size: int):
-    """Batches of ``(point ids, doc ids, multivectors, encodings)`` over the index's live documents."""
-    config = fde_config(index)
-    for ids, documents in index.documents(batch_size=batch_size):
+def _points(source: Index | Iterable[tuple[list[str], list[Tensor]]], batch_size: int):
+    """Batches of ``(point ids, doc ids, multivectors, encodings)`` over an index's live documents
+    (or over ``(ids, documents)`` batches)."""
+    batches = source.documents(batch_size=batch_size) if isinstance(source, Index) else source
+    config = None
+    for ids, documents in batches:
+        config = config or FDEConfig(dim=int(documents[0].shape[1]))
         encodings = encode_documents(documents, config)
         yield [point_id(i) for i in ids], ids, [d.tolist() for d in documents], encodings.tolist()
 
@@ -139,12 +143,21 @@ def search_qdrant(
     return results
 
 
-def export_edge(index: Index, path: str | Path, batch_size: int = 256) -> Any:
-    """Write every live document of ``index`` into a new Qdrant Edge shard at ``path``; returns the open shard.
+def export_edge(
+    source: Index | Iterable[tuple[list[str], list[Tensor]]],
+    path: str | Path,
+    dim: int | None = None,
+    batch_size: int = 256,
+) -> Any:
+    """Write every live document of an index (or ``(ids, documents)`` batches of ``dim``-dimensional
+    documents) into a new Qdrant Edge shard at ``path``; returns the open shard.
 
     The shard has the same two vectors as :func:`export_index` (the ``fde`` one under HNSW); it is
     optimized (indexed) before it is returned.
     """
+    dim = int(source.manifest["dim"]) if isinstance(source, Index) else dim
+    if not dim:
+        raise ValueError("give the documents' dim when exporting batches")
     require("qdrant-edge", "Qdrant Edge export")
     from qdrant_edge import (
         Distance,
@@ -161,16 +174,16 @@ def export_edge(index: Index, path: str | Path, batch_size: int = 256) -> Any:
     config = EdgeConfig(
         vectors={
             MULTIVECTOR: EdgeVectorParams(
-                size=int(index.manifest["dim"]),
+                size=dim,
                 distance=Distance.Dot,
                 multivector_config=MultiVectorConfig(MultiVectorComparator.MaxSim),
                 hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
             ),
-            SINGLE: EdgeVectorParams(size=fde_config(index).size, distance=Distance.Dot),
+            SINGLE: EdgeVectorParams(size=FDEConfig(dim=dim).size, distance=Distance.Dot),
         }
     )
     shard = EdgeShard.create(str(path), config)
-    for point_ids, ids, multivectors, encodings in _points(index, batch_size):
+    for point_ids, ids, multivectors, encodings in _points(source, batch_size):
         points = [
             Point(p, {MULTIVECTOR: m, SINGLE: e}, {"doc_id": d})
             for p, d, m, e in zip(point_ids, ids, multivectors, encodings)
