@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,9 +167,18 @@ class Codec:
         return codes.numpy().astype(np.uint16), pack_buckets(buckets, self.bits)
 
     def decode(self, codes: np.ndarray, residuals: np.ndarray) -> Tensor:
-        """``(rows, dim)`` float32 vectors from codes and packed residual buckets."""
-        buckets = torch.from_numpy(unpack_buckets(np.asarray(residuals), self.bits, self.dim).astype(np.int64))
-        return self.centroids[torch.from_numpy(np.asarray(codes).astype(np.int64))] + self.weights[buckets]
+        """``(rows, dim)`` float32 vectors from codes and packed residual buckets.
+
+        Each packed byte is looked up once in a ``(256, 8 / bits)`` table of bucket weights.
+        """
+        residuals = np.asarray(residuals)
+        values = self._byte_weights[residuals].reshape(len(residuals), self.dim)
+        return self.centroids[torch.from_numpy(np.asarray(codes).astype(np.int64))] + torch.from_numpy(values)
+
+    @functools.cached_property
+    def _byte_weights(self) -> np.ndarray:
+        """``(256, 8 / bits)`` float32: the decoded residual values packed in each possible byte."""
+        return self.weights.numpy()[_unpack_table(self.bits)]
 
     def save(self, path: Path) -> None:
         """Write the codec as one ``.npz`` file (written to a temporary name, then renamed)."""
@@ -203,9 +213,16 @@ def pack_buckets(buckets: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_buckets(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
-    """The inverse of :func:`pack_buckets`: ``(rows, dim)`` uint8 bucket indices."""
-    planes = np.unpackbits(packed, axis=1, count=dim * bits, bitorder="little").reshape(len(packed), dim, bits)
-    return (planes << np.arange(bits, dtype=np.uint8)).sum(axis=2, dtype=np.uint8)
+    """The inverse of :func:`pack_buckets`: ``(rows, dim)`` uint8 bucket indices (one table lookup per byte)."""
+    return _unpack_table(bits)[np.asarray(packed)].reshape(len(packed), dim)
+
+
+@functools.cache
+def _unpack_table(bits: int) -> np.ndarray:
+    """``(256, 8 / bits)`` uint8: the buckets packed in each possible byte, lowest bits first."""
+    per_byte = 8 // bits
+    values = np.arange(256, dtype=np.uint16)[:, None] >> (bits * np.arange(per_byte, dtype=np.uint16))
+    return (values & (2**bits - 1)).astype(np.uint8)
 
 
 def _quantiles(values: Tensor, q: Tensor) -> Tensor:
