@@ -93,6 +93,20 @@ def add_qdrant_options(parser: argparse.ArgumentParser, required: bool = True) -
     )
 
 
+def add_checkpoint_format_option(parser: argparse.ArgumentParser, flag: str = "--checkpoint-format") -> None:
+    """``--checkpoint-format`` (``--format`` for ``export``): the layout a model is saved in."""
+    from latepool.checkpoints import CHECKPOINT_FORMATS
+
+    parser.add_argument(
+        flag,
+        dest="checkpoint_format",
+        choices=CHECKPOINT_FORMATS,
+        default="pylate",
+        help="Checkpoint layout: pylate (loads in PyLate 1.6 and sentence-transformers >= 6.2) or "
+        "sentence-transformers (a MultiVectorEncoder save, sentence-transformers >= 6.2 only).",
+    )
+
+
 def parse_pool_factors(text: str) -> list[float]:
     """``"1-6"`` -> [1, ..., 6]; ``"1,2,4"`` or ``"1.5,3"`` -> that list. Every factor must be >= 1.
 

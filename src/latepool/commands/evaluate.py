@@ -42,14 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=KMEANS_BACKENDS,
         default="torch",
         help="k-means backend: torch (batched) or sklearn (the paper's per-document reference; exact only "
-        "with --cache-dtype float32). Default: torch.",
+        "with --cache-dtype float32).",
     )
     parser.add_argument(
         "--cache-dtype",
         choices=("float16", "float32"),
         default="float16",
-        help="Storage type of the embedding cache (float32: the model's output exactly, a separate cache "
-        "entry). Default: float16.",
+        help="Storage type of the embedding cache (float32: the model's output exactly, a separate cache entry).",
     )
     parser.add_argument(
         "--dtypes",

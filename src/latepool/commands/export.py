@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from latepool.checkpoints import CHECKPOINT_FORMATS
+from latepool.commands.common import add_checkpoint_format_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,14 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="Checkpoint directory or hub id (PyLate, Stanford ColBERT, MultiVectorEncoder).")
     parser.add_argument("output", type=Path, help="New output directory (must be empty or absent).")
-    parser.add_argument(
-        "--format",
-        dest="checkpoint_format",
-        choices=CHECKPOINT_FORMATS,
-        default="pylate",
-        help="pylate: loads in PyLate 1.6 and sentence-transformers >= 6.2; sentence-transformers: "
-        "a MultiVectorEncoder save (sentence-transformers >= 6.2 only). Default: pylate.",
-    )
+    add_checkpoint_format_option(parser, "--format")
     parser.set_defaults(run=run)
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from latepool.checkpoints import CHECKPOINT_FORMATS
-from latepool.commands.common import add_cache_option, add_device_option, add_length_options, parse_pool_factors
+from latepool.commands.common import (
+    add_cache_option,
+    add_checkpoint_format_option,
+    add_device_option,
+    add_length_options,
+    parse_pool_factors,
+)
 from latepool.training.loss import TRAIN_POOL_METHODS
 
 
@@ -70,13 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-split", default="dev", help="Qrels split of --eval-data.")
     parser.add_argument("--eval-pool-factor", type=float, default=4, help="Pool factor of the dev evaluation.")
     add_device_option(parser)
-    parser.add_argument(
-        "--checkpoint-format",
-        choices=CHECKPOINT_FORMATS,
-        default="pylate",
-        help="Layout of the model and its checkpoints: pylate (loads in PyLate 1.6 and sentence-transformers "
-        ">= 6.2) or sentence-transformers.",
-    )
+    add_checkpoint_format_option(parser)
     parser.set_defaults(run=run)
 
 
