@@ -93,6 +93,14 @@ def synthetic_batches(real: list[torch.Tensor], count: int, batch: int, seed: in
         made += size
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM; unlike ru_maxrss it starts afresh at exec, not at the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -144,7 +152,7 @@ def measure(path: Path, queries_file: Path) -> dict:
     started = time.perf_counter()
     index.search_embeddings(queries, 10)
     batched_ms = (time.perf_counter() - started) * 1000 / len(queries)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = peak_rss_bytes()
     exact = []
     for start in range(0, len(queries), 25):
         exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
@@ -202,7 +210,7 @@ def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> d
         "median_ms": statistics.median(latencies),
         "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))],
         "batched_ms_per_query": batched,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "hits": hits,
     }
 

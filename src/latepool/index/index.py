@@ -54,7 +54,7 @@ from latepool.pooling import POOL_METHODS, pool_corpus
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
 
-DEFAULT_NPROBE = 4  # centroids probed per query token by the candidate stage
+DEFAULT_NPROBE = 8  # centroids probed per query token by the candidate stage
 DEFAULT_RESCORE = 1024  # candidates scored exactly per query
 EXACT_BELOW_VECTORS = 200_000  # below this many live vectors the default search is the exact scan
 

@@ -9,8 +9,10 @@ bounded by a chunk of rows, not the corpus.
 - :func:`candidate_topk` is PLAID's idea on latepool's segments: each query token probes its
   ``nprobe`` most similar centroids; the documents filed under them in the segments' inverted
   lists are scored approximately from those lists alone (per token, the best probed centroid the
-  document has a vector under; no vector is decoded); the best ``candidates`` are decoded and
-  scored exactly. Its work grows with the probed lists and the candidates, not with the index.
+  document has a vector under); the best ``4 * candidates`` are rescored from all their codes (per
+  token, the best centroid among the document's vectors' codes: PLAID's centroid interaction, still
+  no vector decoded); the best ``candidates`` are decoded and scored exactly. Its work grows with
+  the probed lists and the candidates, not with the index.
 """
 
 from __future__ import annotations
@@ -157,9 +159,40 @@ def candidate_topk(
             found.append((view, documents, approximate))
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
-    approximate = torch.cat([scores for _, _, scores in found])
-    keep = approximate.topk(min(candidates, len(approximate))).indices.sort().values
-    return _rescore(found, keep, codec, query, k)
+    found = _refine(_keep(found, REFINE_FACTOR * candidates), centroid_scores)
+    return _rescore(_keep(found, candidates), codec, query, k)
+
+
+REFINE_FACTOR = 4  # documents kept from the probed-lists score for the all-codes score, per exact rescore
+
+
+def _keep(
+    found: list[tuple[SegmentView, np.ndarray, Tensor]], count: int
+) -> list[tuple[SegmentView, np.ndarray, Tensor]]:
+    """The ``count`` best documents over all segments, by their current scores, still grouped by segment."""
+    scores = torch.cat([s for _, _, s in found])
+    if count >= len(scores):
+        return found
+    threshold_positions = scores.topk(count).indices.sort().values
+    kept, start = [], 0
+    for view, documents, segment_scores in found:
+        mine = threshold_positions[(threshold_positions >= start) & (threshold_positions < start + len(segment_scores))]
+        mine = mine - start
+        start += len(segment_scores)
+        if len(mine):
+            kept.append((view, documents[mine.numpy()], segment_scores[mine]))
+    return kept
+
+
+def _refine(found: list[tuple[SegmentView, np.ndarray, Tensor]], centroid_scores: Tensor):
+    """Rescore documents by all their codes: ``sum_t max_{c in codes(d)} q_t . c`` (PLAID's centroid interaction)."""
+    refined = []
+    for view, documents, _ in found:
+        rows, lengths = document_rows(view.segment.offsets, documents)
+        codes = torch.from_numpy(np.asarray(view.segment.codes[rows], dtype=np.int64))
+        scores = document_maxima(centroid_scores[:, codes].T, torch.from_numpy(lengths)).sum(dim=1)
+        refined.append((view, documents, scores))
+    return refined
 
 
 def _probe_segment(
@@ -187,20 +220,15 @@ def _probe_segment(
 
 
 def _rescore(
-    found: list[tuple[SegmentView, np.ndarray, Tensor]], keep: Tensor, codec: Codec, query: Tensor, k: int
+    found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, k: int
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of the kept candidates (positions into the concatenated ``found``), top-k."""
-    scores, ordinals, start = [], [], 0
-    for view, documents, approximate in found:
-        mine = keep[(keep >= start) & (keep < start + len(approximate))] - start
-        start += len(approximate)
-        if len(mine) == 0:
-            continue
-        chosen = documents[mine.numpy()]
-        rows, lengths = document_rows(view.segment.offsets, chosen)
+    """Exact MaxSim of the documents in ``found`` (decoded from their segments), top-k."""
+    scores, ordinals = [], []
+    for view, documents, _ in found:
+        rows, lengths = document_rows(view.segment.offsets, documents)
         vectors = view.segment.decode_rows(rows, codec)
         scores.append(document_maxima(vectors @ query.T, torch.from_numpy(lengths)).sum(dim=1))
-        ordinals.append(torch.from_numpy(chosen + view.base))
+        ordinals.append(torch.from_numpy(documents + view.base))
     all_scores, all_ordinals = torch.cat(scores), torch.cat(ordinals)
     top = all_scores.topk(min(k, len(all_scores)))
     return top.values, all_ordinals[top.indices]
