@@ -126,7 +126,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def plot_frontier(path: Path, cells: list[CellResult], metric: str = "ndcg@10") -> None:
-    """NDCG@10 against bytes per document for every (method, pool factor, dtype) cell, Pareto front drawn."""
+    """NDCG@10 against bytes per document for every (method, pool factor, dtype) cell, Pareto front drawn.
+
+    Colour: method; marker: dtype; the number beside a point: its pool factor.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,6 +153,14 @@ def plot_frontier(path: Path, cells: list[CellResult], metric: str = "ndcg@10") 
                     s=22,
                     label=f"{method} {dtype}",
                 )
+                for cell in chosen:
+                    axis.annotate(
+                        f"{cell.pool_factor:g}",
+                        (cell.bytes_per_document, cell.metrics[metric]),
+                        fontsize=6,
+                        xytext=(3, 2),
+                        textcoords="offset points",
+                    )
         front = pareto_front([(c.bytes_per_document, c.metrics[metric]) for c in mine])
         axis.plot([p[0] for p in front], [p[1] for p in front], color="black", linewidth=1.2, label="Pareto front")
         axis.set_xscale("log")
