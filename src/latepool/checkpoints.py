@@ -34,7 +34,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 from sentence_transformers import MultiVectorEncoder
 from sentence_transformers.base.modules import Dense, Normalize, Transformer
@@ -197,7 +196,6 @@ def export_checkpoint(
         raise ValueError(f"{output} is not empty; choose a new output directory")
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
-    with torch.no_grad():
-        model = MultiVectorEncoder(str(model_name_or_path), device=device)
+    model = MultiVectorEncoder(str(model_name_or_path), device=device)
     save_checkpoint(model, output, checkpoint_format)
     return model

@@ -452,7 +452,7 @@ class Index:
         with self._write_lock:
             snapshot = self._snapshot
             total = max(snapshot.manifest["document_count"], 1)
-            rewrite = [v for v in snapshot.views if not v.live.all() or v.segment.count < total / 4 or not v.live.any()]
+            rewrite = [v for v in snapshot.views if not v.live.all() or v.segment.count < total / 4]
             if not rewrite or (len(rewrite) == 1 and rewrite[0].live.all()):
                 return
             manifest = _copy_manifest(snapshot.manifest)

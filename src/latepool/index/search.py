@@ -111,6 +111,19 @@ def exact_topk(
     return best
 
 
+def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every range, in order, as one array.
+
+    Example::
+
+        >>> expand_ranges(np.array([0, 5]), np.array([2, 1])).tolist()
+        [0, 1, 5]
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(int(lengths.sum())) + shift
+
+
 def document_rows(offsets: np.ndarray, documents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of ``documents`` (in order) and the row count of each.
 
@@ -120,8 +133,7 @@ def document_rows(offsets: np.ndarray, documents: np.ndarray) -> tuple[np.ndarra
         [[0, 1, 5], [2, 1]]
     """
     starts, lengths = offsets[documents], offsets[documents + 1] - offsets[documents]
-    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return np.arange(int(lengths.sum())) + shift, lengths
+    return expand_ranges(starts, lengths), lengths
 
 
 def candidate_topk(
@@ -173,10 +185,10 @@ def _keep(
     scores = torch.cat([s for _, _, s in found])
     if count >= len(scores):
         return found
-    threshold_positions = scores.topk(count).indices.sort().values
+    positions = scores.topk(count).indices.sort().values
     kept, start = [], 0
     for view, documents, segment_scores in found:
-        mine = threshold_positions[(threshold_positions >= start) & (threshold_positions < start + len(segment_scores))]
+        mine = positions[(positions >= start) & (positions < start + len(segment_scores))]
         mine = mine - start
         start += len(segment_scores)
         if len(mine):
@@ -204,7 +216,7 @@ def _probe_segment(
     sizes = (stops - starts).astype(np.int64)
     if sizes.sum() == 0:
         return np.zeros(0, dtype=np.int64), torch.empty(0)
-    entries = np.arange(int(sizes.sum())) + np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    entries = expand_ranges(starts, sizes)
     entry_docs = np.asarray(segment.ivf_docs[entries], dtype=np.int64)
     entry_cells = torch.from_numpy(np.repeat(np.arange(len(probed)), sizes))
     alive = view.live[entry_docs]

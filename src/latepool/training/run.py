@@ -196,7 +196,7 @@ def save_model(model: MultiVectorEncoder, output: Path, record: dict[str, Any]) 
     """Save the model in the configured checkpoint format and record latepool's training settings in its card."""
     pooling = record["training"]
     model.model_card_data.add_tags(["latepool", "token-pooling", f"pooling:{pooling['pool_method']}"])
-    save_checkpoint(model, output, pooling.get("checkpoint_format", "pylate"))
+    save_checkpoint(model, output, pooling["checkpoint_format"])
     (output / "latepool_training.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     provenance = record.get("provenance", {})
     lines = [
@@ -214,7 +214,7 @@ def save_model(model: MultiVectorEncoder, output: Path, record: dict[str, Any]) 
         f"normalized scores {pooling['normalize_scores']}, seed {pooling['seed']}",
         f"- trained layers: {_trained_layers(pooling.get('train_layers'))}",
         f"- steps run: {record['global_step']}, training loss {record['training_loss']:.4f}",
-        f"- checkpoint format: {pooling.get('checkpoint_format', 'pylate')} "
+        f"- checkpoint format: {pooling['checkpoint_format']} "
         "(`pylate`: `pylate.models.ColBERT(model_name_or_path=...)` and "
         "`sentence_transformers.MultiVectorEncoder(...)` both load it)",
         "",
