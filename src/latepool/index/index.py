@@ -40,6 +40,7 @@ from latepool.index.search import SegmentView, candidate_topk, exact_topk
 from latepool.index.storage import (
     DTYPES,
     FORMAT_VERSION,
+    MAX_SEGMENT_DOCUMENTS,
     IndexFormatError,
     Segment,
     read_manifest,
@@ -356,7 +357,7 @@ class Index:
             raise IndexInputError(f"query embeddings must be non-empty (len, {self.manifest['dim']}) tensors")
         if not queries or snapshot.manifest["document_count"] == 0:
             return [[] for _ in queries]
-        has_lists = snapshot.codec is not None and all(v.segment.ivf_docs is not None for v in snapshot.views)
+        has_lists = snapshot.codec is not None and all(v.segment.ivf_offsets is not None for v in snapshot.views)
         if candidates is None:
             candidates = has_lists and snapshot.manifest["vector_count"] >= EXACT_BELOW_VECTORS
         if candidates and has_lists:
@@ -422,11 +423,8 @@ class Index:
                 raise IndexInputError(f"documents must be non-empty (n, {snapshot.manifest['dim']}) tensors")
             manifest = _copy_manifest(snapshot.manifest)
             _tombstone(manifest, snapshot, existing)
-            name = f"seg-{uuid.uuid4().hex[:12]}"
-            checksums = write_segment(self.path / name, list(ids), documents, manifest["dtype"], snapshot.codec)
-            manifest["checksums"].update(checksums)
-            manifest["segments"].append(name)
-            self._commit(manifest, snapshot.segments + [_read(self.path, name, manifest)], snapshot.codec)
+            names = _write_segments(self.path, manifest, list(ids), documents, snapshot.codec)
+            self._commit(manifest, snapshot.segments + [_read(self.path, n, manifest) for n in names], snapshot.codec)
 
     def delete(self, ids: list[str]) -> int:
         """Delete documents by id (visible to searches at once); returns how many were deleted.
@@ -446,13 +444,14 @@ class Index:
     def compact(self) -> None:
         """Rewrite the segments that hold deleted documents, and merge them with the small ones.
 
-        Segments without deletions that hold at least a quarter of the live documents stay as they
-        are; the codec is kept (the new segment is coded with it).
+        Segments without deletions that hold at least a quarter of the live documents (or of
+        ``MAX_SEGMENT_DOCUMENTS``, if fewer) stay as they are; the codec is kept (the new segments are
+        coded with it).
         """
         with self._write_lock:
             snapshot = self._snapshot
-            total = max(snapshot.manifest["document_count"], 1)
-            rewrite = [v for v in snapshot.views if not v.live.all() or v.segment.count < total / 4]
+            small = min(max(snapshot.manifest["document_count"], 1), MAX_SEGMENT_DOCUMENTS) / 4
+            rewrite = [v for v in snapshot.views if not v.live.all() or v.segment.count < small]
             if not rewrite or (len(rewrite) == 1 and rewrite[0].live.all()):
                 return
             manifest = _copy_manifest(snapshot.manifest)
@@ -469,12 +468,8 @@ class Index:
             manifest["checksums"] = {k: v for k, v in manifest["checksums"].items() if k.split("/")[0] not in names}
             segments = kept
             if ids:
-                name = f"seg-{uuid.uuid4().hex[:12]}"
-                manifest["checksums"].update(
-                    write_segment(self.path / name, ids, documents, manifest["dtype"], snapshot.codec)
-                )
-                manifest["segments"].append(name)
-                segments = kept + [_read(self.path, name, manifest)]
+                names = _write_segments(self.path, manifest, ids, documents, snapshot.codec)
+                segments = kept + [_read(self.path, n, manifest) for n in names]
             self._commit(manifest, segments, snapshot.codec)
 
     def _commit(self, manifest: dict[str, Any], segments: list[Segment], codec: Codec | None) -> None:
@@ -522,12 +517,29 @@ def _write_contents(
         codec.save(root / name)
         manifest["codec"] = name
         manifest["checksums"][name] = sha256_file(root / name)
-    segment = f"seg-{uuid.uuid4().hex[:12]}"
-    manifest["checksums"].update(write_segment(root / segment, list(ids), documents, manifest["dtype"], codec))
-    manifest["segments"] = [segment]
+    manifest["segments"] = []
+    _write_segments(root, manifest, list(ids), documents, codec)
     _update_counts(manifest, len(ids), sum(len(d) for d in documents))
     write_manifest(root, manifest)
     _remove_unreferenced(root, manifest)
+
+
+def _write_segments(
+    root: Path, manifest: dict[str, Any], ids: list[str], documents: list[Tensor], codec: Codec | None
+) -> list[str]:
+    """Write documents as new segments of at most ``MAX_SEGMENT_DOCUMENTS``; add them to ``manifest``.
+
+    Returns:
+        The new segments' names.
+    """
+    names = []
+    for start in range(0, len(ids), MAX_SEGMENT_DOCUMENTS):
+        name = f"seg-{uuid.uuid4().hex[:12]}"
+        chunk = slice(start, start + MAX_SEGMENT_DOCUMENTS)
+        manifest["checksums"].update(write_segment(root / name, ids[chunk], documents[chunk], manifest["dtype"], codec))
+        manifest["segments"].append(name)
+        names.append(name)
+    return names
 
 
 def encode_and_pool(

@@ -6,14 +6,21 @@
       manifest.json                 format, model, lengths, pooling, dtype, dim, counts, segments,
                                     deleted positions, codec and a SHA-256 of every file below
       codec-<uuid>.npz              centroids (and residual buckets): latepool.index.codec.Codec
-      seg-<uuid>/offsets.npy        (count + 1,) int64: row where each document's vectors start
+      seg-<uuid>/offsets.npy        (count + 1,) int64: where each document's vectors start, in document order
       seg-<uuid>/ids.json           the documents' ids, in order
-      seg-<uuid>/codes.npy          (rows,) uint16: each vector's centroid (absent without a codec)
-      seg-<uuid>/ivf_offsets.npy    (C + 1,) int64 and ivf_docs.npy (int32): for centroid c, the
-      seg-<uuid>/ivf_docs.npy       segment's documents with a vector filed under c (sorted, unique)
-      seg-<uuid>/vectors.npy        float16 (rows, dim) or int8 (rows, dim) vectors
+      seg-<uuid>/vectors.npy        float16 (rows, dim) or int8 (rows, dim) vectors, or
+      seg-<uuid>/residuals.npy      residualB: (rows, dim * B / 8) uint8 packed residual buckets
       seg-<uuid>/scales.npy         int8 only: (rows,) float32 scale of each vector
-      seg-<uuid>/residuals.npy      residualB only: (rows, dim * B / 8) uint8 packed residual buckets
+    with a codec (centroids), the vectors are stored grouped by centroid, and also:
+      seg-<uuid>/ivf_offsets.npy    (C + 1,) int64: centroid c's vectors are stored rows
+                                    ivf_offsets[c] .. ivf_offsets[c + 1] - 1 (the inverted lists)
+      seg-<uuid>/row_docs.npy       (rows,) uint16: the document (position in the segment) of each stored row
+      seg-<uuid>/doc_rows.npy       (rows,) int32: where each vector, in document order, is stored
+                                    (document d: doc_rows[offsets[d]:offsets[d + 1]])
+
+A vector's centroid is implied by where it is stored, so no code is stored. Grouping by centroid
+makes each inverted list one contiguous run of rows, which the candidate stage reads in sequence.
+A segment holds at most :data:`MAX_SEGMENT_DOCUMENTS` documents, so ``row_docs`` fits two bytes.
 
 Every array is a ``.npy`` file opened with ``numpy.load(mmap_mode="r")``: opening an index reads the
 manifest, the ids and the small offset and inverted-list arrays, never the vectors, which are
@@ -37,8 +44,9 @@ import torch
 
 from latepool.index.codec import RESIDUAL_BITS, Codec
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DTYPES = ("float16", "int8", *RESIDUAL_BITS)
+MAX_SEGMENT_DOCUMENTS = 65536  # row_docs is uint16
 
 
 class IndexFormatError(ValueError):
@@ -54,43 +62,47 @@ def sha256_file(path: Path) -> str:
 
 
 def bytes_per_vector(dtype: str, dim: int, codes: bool = True) -> float:
-    """Bytes one stored vector takes on disk: its values plus, with a codec, its 2-byte centroid code.
+    """Bytes one stored vector takes on disk: its values plus, with a codec, its 6 bytes of list bookkeeping.
+
+    (``row_docs`` and ``doc_rows``; the per-document offsets and ids come on top.)
 
     Example::
 
         >>> [bytes_per_vector(d, 64) for d in DTYPES]
-        [130, 70, 34, 18, 10]
+        [134, 74, 38, 22, 14]
     """
     if dtype in RESIDUAL_BITS:
-        return dim * RESIDUAL_BITS[dtype] // 8 + 2
+        return dim * RESIDUAL_BITS[dtype] // 8 + 6
     values = {"float16": 2 * dim, "int8": dim + 4}[dtype]
-    return values + (2 if codes else 0)
+    return values + (6 if codes else 0)
 
 
 @dataclass
 class Segment:
     """One immutable group of documents, its arrays memory-mapped (nothing decoded at open).
 
+    Rows are addressed in document order (``offsets``); with a codec they are stored grouped by
+    centroid, and ``doc_rows`` maps one to the other.
+
     Attributes:
         name: Directory name inside the index.
         ids: Document ids in order.
         offsets: ``(count + 1,)`` int64 row offsets.
         dtype: Storage type (see :data:`DTYPES`).
-        codes: ``(rows,)`` uint16 centroid codes, or None without a codec.
-        ivf_offsets / ivf_docs: The segment's inverted lists (None without a codec).
-        values: ``vectors`` (float16 / int8) or packed ``residuals`` (uint8).
+        values: ``vectors`` (float16 / int8) or packed ``residuals`` (uint8), in stored order.
         scales: int8 scales, else None.
+        ivf_offsets / row_docs / doc_rows: The inverted lists and row maps (None without a codec).
     """
 
     name: str
     ids: list[str]
     offsets: np.ndarray
     dtype: str
-    codes: np.ndarray | None
-    ivf_offsets: np.ndarray | None
-    ivf_docs: np.ndarray | None
     values: np.ndarray
     scales: np.ndarray | None = None
+    ivf_offsets: np.ndarray | None = None
+    row_docs: np.ndarray | None = None
+    doc_rows: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -101,16 +113,17 @@ class Segment:
         return int(self.offsets[-1])
 
     def decode(self, start: int, stop: int, codec: Codec | None) -> torch.Tensor:
-        """Rows ``start:stop`` as a float32 ``(stop - start, dim)`` tensor (decoded from the map)."""
+        """Rows ``start:stop`` (document order) as a float32 ``(stop - start, dim)`` tensor."""
         return self.decode_rows(slice(start, stop), codec)
 
     def decode_rows(self, rows: np.ndarray | slice, codec: Codec | None) -> torch.Tensor:
-        """The rows ``rows`` (sorted indices or a slice) as float32, read from the map and decoded."""
-        arrays = {"values": self.values[rows]}
-        if self.codes is not None:
-            arrays["codes"] = self.codes[rows]
+        """The rows ``rows`` (document order: indices or a slice) as float32, read from the map and decoded."""
+        stored = rows if self.doc_rows is None else np.asarray(self.doc_rows[rows], dtype=np.int64)
+        arrays = {"values": self.values[stored]}
+        if self.ivf_offsets is not None:
+            arrays["codes"] = np.searchsorted(self.ivf_offsets, stored, side="right") - 1
         if self.scales is not None:
-            arrays["scales"] = self.scales[rows]
+            arrays["scales"] = self.scales[stored]
         return decode_values(arrays, self.dtype, codec)
 
     def documents(self, codec: Codec | None) -> list[torch.Tensor]:
@@ -178,24 +191,29 @@ def quantize_int8(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return codes.numpy(), scales.numpy().astype(np.float32)
 
 
-def inverted_lists(codes: np.ndarray, offsets: np.ndarray, num_centroids: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each centroid, the sorted unique documents with a vector coded to it.
+def group_by_centroid(arrays: dict[str, np.ndarray], offsets: np.ndarray, num_centroids: int) -> dict[str, np.ndarray]:
+    """Reorder a segment's arrays (document order, with ``codes``) into stored order, grouped by centroid.
 
-    Returns:
-        ``(ivf_offsets, ivf_docs)``: centroid ``c``'s documents are ``ivf_docs[ivf_offsets[c]:ivf_offsets[c + 1]]``.
+    Returns the arrays to write: ``values`` (and ``scales``) reordered, ``ivf_offsets``, ``row_docs``
+    and ``doc_rows`` (see the module docstring); the codes are implied by ``ivf_offsets``.
 
     Example::
 
-        >>> offsets = np.array([0, 2, 3])  # document 0: rows 0-1, document 1: row 2
-        >>> [a.tolist() for a in inverted_lists(np.array([1, 1, 0], dtype=np.uint16), offsets, 3)]
-        [[0, 1, 2, 2], [1, 0]]
+        >>> arrays = {"codes": np.array([1, 1, 0], dtype=np.uint16), "values": np.array([[10], [11], [12]])}
+        >>> stored = group_by_centroid(arrays, np.array([0, 2, 3]), 3)  # document 0: rows 0-1, document 1: row 2
+        >>> {name: a.ravel().tolist() for name, a in sorted(stored.items())}
+        {'doc_rows': [1, 2, 0], 'ivf_offsets': [0, 1, 3, 3], 'row_docs': [1, 0, 0], 'values': [12, 10, 11]}
     """
-    docs = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
-    pairs = np.unique(codes.astype(np.int64) * (len(offsets) + 1) + docs)  # sorted by (code, doc), unique
-    pair_codes, pair_docs = pairs // (len(offsets) + 1), pairs % (len(offsets) + 1)
-    ivf_offsets = np.zeros(num_centroids + 1, dtype=np.int64)
-    ivf_offsets[1:] = np.cumsum(np.bincount(pair_codes, minlength=num_centroids))
-    return ivf_offsets, pair_docs.astype(np.int32)
+    codes = arrays.pop("codes")
+    order = np.argsort(codes, kind="stable")
+    stored = {name: array[order] for name, array in arrays.items()}
+    stored["ivf_offsets"] = np.zeros(num_centroids + 1, dtype=np.int64)
+    stored["ivf_offsets"][1:] = np.cumsum(np.bincount(codes, minlength=num_centroids))
+    documents = np.repeat(np.arange(len(offsets) - 1, dtype=np.uint16), np.diff(offsets))
+    stored["row_docs"] = documents[order]
+    stored["doc_rows"] = np.empty(len(order), dtype=np.int32)
+    stored["doc_rows"][order] = np.arange(len(order), dtype=np.int32)
+    return stored
 
 
 def write_segment(
@@ -209,18 +227,20 @@ def write_segment(
         dtype: Storage type.
         codec: The index's codec (required for residual dtypes; None: no inverted lists).
     """
-    directory.mkdir(parents=True)
     lengths = [len(d) for d in documents]
     if any(length == 0 for length in lengths):
         raise ValueError("every document needs at least one vector")
+    if codec is not None and len(documents) > MAX_SEGMENT_DOCUMENTS:
+        raise ValueError(f"a segment holds at most {MAX_SEGMENT_DOCUMENTS} documents, got {len(documents)}")
+    directory.mkdir(parents=True)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     dim = documents[0].shape[1] if documents else (codec.dim if codec else 0)
     vectors = torch.cat([d.detach().float().cpu() for d in documents]) if documents else torch.zeros(0, dim)
     arrays = encode_values(vectors, dtype, codec)
+    if codec is not None:
+        arrays = group_by_centroid(arrays, offsets, len(codec.centroids))
     arrays["residuals" if dtype in RESIDUAL_BITS else "vectors"] = arrays.pop("values")
     arrays["offsets"] = offsets
-    if codec is not None:
-        arrays["ivf_offsets"], arrays["ivf_docs"] = inverted_lists(arrays["codes"], offsets, len(codec.centroids))
     for name, array in arrays.items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
     (directory / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
@@ -244,23 +264,18 @@ def read_segment(root: Path, name: str, dtype: str, dim: int) -> Segment:
     values_name = "residuals" if residual else "vectors"
     width = dim * RESIDUAL_BITS[dtype] // 8 if residual else dim
     values = _load_array(directory / f"{values_name}.npy", shape=(rows, width))
-    needed = {"codes": residual, "scales": dtype == "int8"}
-    optional = {}
-    for array in ("codes", "scales", "ivf_offsets", "ivf_docs"):
-        path = directory / f"{array}.npy"
-        shape = (rows,) if array in needed else None
-        optional[array] = _load_array(path, shape=shape) if path.is_file() or needed.get(array) else None
-    return Segment(
-        name,
-        ids,
-        offsets,
-        dtype,
-        optional["codes"],
-        optional["ivf_offsets"],
-        optional["ivf_docs"],
-        values,
-        optional["scales"],
-    )
+    lists = (directory / "ivf_offsets.npy").is_file()
+    if residual and not lists:
+        raise IndexFormatError(f"missing index file: {directory / 'ivf_offsets.npy'}")
+    scales = _load_array(directory / "scales.npy", shape=(rows,)) if dtype == "int8" else None
+    segment = Segment(name, ids, offsets, dtype, values, scales)
+    if lists:
+        segment.ivf_offsets = _load_array(directory / "ivf_offsets.npy", mmap=False)
+        segment.row_docs = _load_array(directory / "row_docs.npy", shape=(rows,))
+        segment.doc_rows = _load_array(directory / "doc_rows.npy", shape=(rows,))
+        if len(segment.ivf_offsets) < 2 or segment.ivf_offsets[-1] != rows:
+            raise IndexFormatError(f"{directory / 'ivf_offsets.npy'}: lists cover {segment.ivf_offsets[-1:]} rows")
+    return segment
 
 
 def _load_array(path: Path, shape: tuple[int, ...] | None = None, mmap: bool = True) -> np.ndarray:

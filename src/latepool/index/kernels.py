@@ -1,0 +1,92 @@
+"""The compiled inner loop of the candidate stage (numba): scoring the rows of the probed inverted lists.
+
+It walks memory-mapped arrays row by row, which NumPy could only do through temporaries of one
+float per query token and list entry, and sorts. Compiled, it is one pass over the entries, with no
+temporary beyond a few numbers per document of the segment. The loop releases the GIL, so segments
+are scored on parallel threads.
+
+The first call in a process compiles it (about a second); the machine code is cached next to this
+file when that directory is writable, and later processes load it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def score_lists(
+    cells: np.ndarray,
+    cell_scores: np.ndarray,
+    floors: np.ndarray,
+    ivf_offsets: np.ndarray,
+    row_docs: np.ndarray,
+    residuals: np.ndarray,
+    lut: np.ndarray,
+    live: np.ndarray,
+    gains: np.ndarray,
+) -> np.ndarray:
+    """Token-level scores from the probed lists: per document, ``sum_t max(best_t(d) - floors[t], 0)``.
+
+    ``best_t(d)`` is the best score of token ``t`` over the document's rows in the token's probed
+    lists; a row's score is its centroid's score plus its residual's, ``lut[t, j, residuals[row, j]]``
+    summed over the row's residual bytes ``j`` (no residual bytes: the centroid's score alone).
+
+    Args:
+        cells: ``(T, nprobe)`` int64 centroids probed by each query token.
+        cell_scores: ``(T, nprobe)`` float32 score of each probed centroid for its token.
+        floors: ``(T,)`` float32 score a token gives a document it does not find.
+        ivf_offsets: ``(C + 1,)`` int64: centroid ``c``'s rows are the stored rows
+            ``ivf_offsets[c] .. ivf_offsets[c + 1] - 1``.
+        row_docs: ``(rows,)`` uint16 document of each stored row.
+        residuals: ``(rows, B)`` uint8 packed residual bytes of each stored row (``B`` may be 0).
+        lut: ``(T, B, 256)`` float32 score of every byte value at every byte position, per token.
+        live: ``(count,)`` bool, False for deleted documents.
+        gains: ``(count,)`` float32 zeros, accumulated in place.
+
+    Returns:
+        int32 positions of the documents found, in the order they were first found.
+
+    Example::
+
+        >>> gains = np.zeros(2, np.float32)
+        >>> found = score_lists(np.array([[1, 0]]), np.array([[0.5, 0.25]], np.float32), np.array([0.1], np.float32),
+        ...                     np.array([0, 1, 3]), np.array([1, 0, 0], np.uint16), np.zeros((3, 0), np.uint8),
+        ...                     np.zeros((1, 0, 256), np.float32), np.ones(2, bool), gains)
+        >>> found.tolist(), gains.tolist()
+        ([0, 1], [0.4000000059604645, 0.15000000596046448])
+    """
+    count = len(live)
+    best = np.empty(count, np.float32)
+    stamp = np.full(count, -1, np.int32)
+    touched = np.empty(count, np.int32)
+    token_documents = np.empty(count, np.int32)
+    found = 0
+    width = residuals.shape[1]
+    for token in range(cells.shape[0]):
+        seen = 0
+        for j in range(cells.shape[1]):
+            cell = cells[token, j]
+            for row in range(ivf_offsets[cell], ivf_offsets[cell + 1]):
+                document = row_docs[row]
+                if not live[document]:
+                    continue
+                score = cell_scores[token, j]
+                for byte in range(width):
+                    score += lut[token, byte, residuals[row, byte]]
+                if stamp[document] != token:
+                    if stamp[document] == -1:
+                        touched[found] = document
+                        found += 1
+                    stamp[document] = token
+                    best[document] = score
+                    token_documents[seen] = document
+                    seen += 1
+                elif score > best[document]:
+                    best[document] = score
+        for i in range(seen):
+            gain = best[token_documents[i]] - floors[token]
+            if gain > 0:
+                gains[token_documents[i]] += gain
+    return touched[:found].copy()

@@ -1,0 +1,112 @@
+"""The candidate stage: probe scores, centroid-grouped storage, segment size limit, grouped assignment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import latepool.index.index as index_module
+from latepool.index import Index
+from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
+from latepool.index.search import SegmentView, _probe, _probe_segment, maxsim_rows
+from latepool.index.storage import read_segment, write_segment
+from test_codec import SETTINGS, clustered_vectors
+
+
+def documents_of(vectors: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
+    """Split vectors into documents of 1-9 rows."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths, total = [], 0
+    while total < len(vectors):
+        lengths.append(min(int(torch.randint(1, 10, (1,), generator=generator)), len(vectors) - total))
+        total += lengths[-1]
+    return list(vectors.split(lengths))
+
+
+@pytest.mark.parametrize("dtype,bits", [("residual4", 4), ("residual2", 2), ("residual1", 1)])
+def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype: str, bits: int) -> None:
+    vectors = clustered_vectors(1500)
+    documents = documents_of(vectors)
+    codec = Codec.train(vectors, num_centroids=32, bits=bits)
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, dtype, codec)
+    segment = read_segment(tmp_path, "seg", dtype, 32)
+    live = np.ones(segment.count, dtype=bool)
+    live[[3, 7]] = False
+    query = clustered_vectors(6, seed=4)
+    probe, base = _probe(codec, query, nprobe=32)
+    found, scores = _probe_segment(SegmentView(segment, live, 0), probe, base)
+    decoded = segment.documents(codec)
+    lengths = torch.tensor([len(d) for d in decoded])
+    exact = maxsim_rows(torch.cat(decoded), lengths, query, torch.ones(len(query), 1))[:, 0]
+    assert found.tolist() == [d for d in range(segment.count) if live[d]]
+    assert scores.numpy() == pytest.approx(exact[found].numpy(), abs=1e-4)
+
+
+def test_a_narrow_probe_never_scores_above_its_imputed_bound(tmp_path: Path) -> None:
+    vectors = clustered_vectors(1500)
+    documents = documents_of(vectors, seed=1)
+    codec = Codec.train(vectors, num_centroids=32, bits=2)
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "residual2", codec)
+    segment = read_segment(tmp_path, "seg", "residual2", 32)
+    query = clustered_vectors(6, seed=5)
+    probe, base = _probe(codec, query, nprobe=2)
+    found, scores = _probe_segment(SegmentView(segment, np.ones(segment.count, dtype=bool), 0), probe, base)
+    decoded = segment.documents(codec)
+    # a document's probe score takes, per token, its best probed row or else the token's best unprobed
+    # centroid score, and never less than that bound
+    assert 0 < len(found) < segment.count
+    assert (scores >= base - 1e-5).all()
+    best_rows = torch.stack([(query @ decoded[d].T).amax(dim=1) for d in found.tolist()])
+    assert (scores <= torch.maximum(best_rows, torch.from_numpy(probe.floors)).sum(dim=1) + 1e-4).all()
+
+
+def test_vectors_are_stored_grouped_by_centroid_and_read_back_in_document_order(tmp_path: Path) -> None:
+    vectors = clustered_vectors(800)
+    documents = documents_of(vectors, seed=2)
+    codec = Codec.train(vectors, num_centroids=16)
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "float16", codec)
+    segment = read_segment(tmp_path, "seg", "float16", 32)
+    codes = codec.assign(torch.cat(documents)).astype(np.int64)
+    stored_codes = np.searchsorted(segment.ivf_offsets, np.arange(segment.rows), side="right") - 1
+    assert np.array_equal(stored_codes[segment.doc_rows], codes)  # each list holds exactly its centroid's rows
+    owners = np.repeat(np.arange(len(documents)), np.diff(segment.offsets))
+    assert np.array_equal(segment.row_docs[segment.doc_rows], owners)
+    for original, decoded in zip(documents, segment.documents(codec)):
+        assert torch.allclose(original, decoded, atol=2e-3)  # float16
+
+
+def test_documents_beyond_the_segment_limit_go_to_more_segments(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(index_module, "MAX_SEGMENT_DOCUMENTS", 7)
+    documents = documents_of(clustered_vectors(300), seed=3)
+    ids = [f"d{i}" for i in range(len(documents))]
+    index = Index.from_documents(tmp_path / "idx", ids[:20], documents[:20], {**SETTINGS, "dtype": "residual2"})
+    assert len(index.manifest["segments"]) == 3
+    index.add_documents(ids[20:30], documents[20:30])
+    assert len(index.manifest["segments"]) == 5
+    index.delete(["d0", "d25"])
+    queries = clustered_vectors(12, seed=6).split(4)
+    before = index.search_embeddings(list(queries), 5, candidates=False)
+    index.compact()
+    assert all(segment.count <= 7 for segment in index._snapshot.segments)
+    assert sorted(index.ids) == sorted(i for i in ids[:30] if i not in {"d0", "d25"})
+    assert index.search_embeddings(list(queries), 5, candidates=False) == before
+    reopened = Index.open(tmp_path / "idx")
+    approximate = reopened.search_embeddings(list(queries), 5, candidates=True, nprobe=10_000, rescore=100)
+    assert [[h.id for h in row] for row in approximate] == [[h.id for h in row] for row in before]
+    assert [h.score for row in approximate for h in row] == pytest.approx([h.score for row in before for h in row])
+
+
+def test_grouped_assignment_agrees_with_scoring_every_centroid() -> None:
+    vectors = clustered_vectors(20_000, seed=7)
+    centroids = train_centroids(vectors, 2048, points_per_centroid=8)
+    groups = CentroidGroups.of(centroids)
+    assert len(groups.members) == 32 and sum(len(m) for m in groups.members) == 2048
+    exact, grouped = assign(vectors, centroids), groups.assign(vectors)
+    assert torch.equal(grouped, CentroidGroups.of(centroids).assign(vectors))  # deterministic
+    assert (exact == grouped).float().mean() > 0.9
+    scores = vectors @ centroids.T
+    lost = scores.gather(1, exact[:, None]) - scores.gather(1, grouped[:, None])
+    assert (lost >= 0).all() and lost.mean() < 0.01
