@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.data import load_dataset
 from latepool.evaluation.metrics import mean_metrics
 from latepool.evaluation.sweep import encode_dataset
-from latepool.index import Index
+from latepool.index import Hit, Index
 from latepool.models import load_model
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
@@ -134,8 +135,28 @@ def build(path: Path, size: int, dtype: str, real) -> dict:
     }
 
 
-def measure(path: Path, queries_file: Path) -> dict:
-    """Runs in a fresh process: open, search, memory, recall, NDCG, add 1,000 documents."""
+def built_index(root: Path, size: int, dtype: str, real, keep: bool, copy: bool = True) -> tuple[dict, Path]:
+    """Build the index of this size under ``root``, or reuse the one an earlier ``--keep`` run left there.
+
+    The measurement adds 1,000 documents to the index, so a kept index is measured on a ``copy``.
+    """
+    path, record = root / f"index-{size}-{dtype}", root / f"index-{size}-{dtype}.json"
+    if not (keep and record.is_file()):
+        shutil.rmtree(path, ignore_errors=True)
+        record.write_text(json.dumps(build(path, size, dtype, real)))
+    if not keep or not copy:
+        return json.loads(record.read_text()), path
+    measured = root / f"measured-{size}-{dtype}"
+    shutil.rmtree(measured, ignore_errors=True)
+    shutil.copytree(path, measured)
+    return json.loads(record.read_text()), measured
+
+
+def measure(path: Path, queries_file: Path, truth_file: Path | None = None) -> dict:
+    """Runs in a fresh process: open, search, memory, recall, NDCG, add 1,000 documents.
+
+    The exact top 10 is read from ``truth_file`` when an earlier run of the same kept index saved it.
+    """
     data = torch.load(queries_file)
     queries, query_ids, qrels, add = data["queries"], data["query_ids"], data["qrels"], data["add"]
     started = time.perf_counter()
@@ -144,22 +165,31 @@ def measure(path: Path, queries_file: Path) -> dict:
     started = time.perf_counter()
     Index.open(path, verify=True)
     verify_s = time.perf_counter() - started
-    latencies, hits = [], []
-    for query in queries:
-        started = time.perf_counter()
-        hits.append(index.search_embeddings([query], 10)[0])
-        latencies.append((time.perf_counter() - started) * 1000)
+    latencies, hits = timed(index, queries)
     started = time.perf_counter()
     index.search_embeddings(queries, 10)
     batched_ms = (time.perf_counter() - started) * 1000 / len(queries)
+    tradeoff = {}
+    for setting in data["settings"]:
+        nprobe, candidates = map(int, setting.split(":"))
+        tradeoff[setting] = timed(index, queries, nprobe=nprobe, rescore=candidates, candidates=True)
     peak_rss = peak_rss_bytes()
-    exact = []
-    for start in range(0, len(queries), 25):
-        exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
-    recall = sum(len({h.id for h in a} & {h.id for h in b}) for a, b in zip(hits, exact)) / (10 * len(queries))
+    if truth_file is not None and truth_file.is_file():
+        exact = [[Hit(i, s) for i, s in row] for row in json.loads(truth_file.read_text())]
+    else:
+        exact = []
+        for start in range(0, len(queries), 25):
+            exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
+        if truth_file is not None:
+            truth_file.write_text(json.dumps(exact))
+    recall = recall_at_10(hits, exact)
     run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, hits)}
     hit_ids = [[h.id for h in row] for row in hits]
     exact_run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, exact)}
+    curve = {}
+    for setting, (ms, got) in tradeoff.items():
+        curve[setting] = {"median_ms": statistics.median(ms), "p95_ms": percentile_95(ms)}
+        curve[setting]["recall@10"] = recall_at_10(got, exact)
     started = time.perf_counter()
     index.add_documents(*add)
     add_s = time.perf_counter() - started
@@ -167,15 +197,34 @@ def measure(path: Path, queries_file: Path) -> dict:
         "open_s": open_s,
         "open_verified_s": verify_s,
         "median_ms": statistics.median(latencies),
-        "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))],
+        "p95_ms": percentile_95(latencies),
         "batched_ms_per_query": batched_ms,
         "peak_rss_bytes": peak_rss,
+        "tradeoff": curve,
         "recall@10": recall,
         "ndcg@10": mean_metrics(run, qrels)["ndcg@10"],
         "exact_ndcg@10": mean_metrics(exact_run, qrels)["ndcg@10"],
         "add_1000_s": add_s,
         "hits": hit_ids,
     }
+
+
+def timed(index: Index, queries: list[torch.Tensor], **search) -> tuple[list[float], list[list[Hit]]]:
+    """Milliseconds and top 10 of each query, searched one at a time."""
+    latencies, hits = [], []
+    for query in queries:
+        started = time.perf_counter()
+        hits.append(index.search_embeddings([query], 10, **search)[0])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies, hits
+
+
+def recall_at_10(hits: list[list[Hit]], exact: list[list[Hit]]) -> float:
+    return sum(len({h.id for h in a} & {h.id for h in b}) for a, b in zip(hits, exact)) / (10 * len(exact))
+
+
+def percentile_95(values: list[float]) -> float:
+    return sorted(values)[int(0.95 * (len(values) - 1))]
 
 
 def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> dict:
@@ -280,10 +329,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="residual2", help="Index storage type.")
     parser.add_argument("--queries", type=int, default=100, help="Real queries (half SciFact, half NFCorpus).")
     parser.add_argument("--root", type=Path, default=None, help="Where the indexes are built (default: a temp dir).")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="Keep the indexes in this directory, and reuse one built there by an earlier run (default: not kept).",
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Embedding cache.")
     parser.add_argument("--peers", action="store_true", help="Also run fast-plaid and Qdrant Edge.")
     parser.add_argument("--peer-limit", type=int, default=100_000, help="Largest size the peers run at.")
-    parser.add_argument("--measure", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--build-only", action="store_true", help="Only build (and --keep) the indexes.")
+    parser.add_argument(
+        "--settings",
+        default="8:256,16:256,32:256,32:512,64:256",
+        help="nprobe:candidates pairs whose latency and recall are also measured (the recall-latency curve).",
+    )
+    parser.add_argument("--measure", nargs="+", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--edge", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -298,12 +359,20 @@ def main() -> None:
     add = ([f"added:{i}" for i in range(1000)], add[1])
     with tempfile.TemporaryDirectory(dir=args.root) as root:
         queries_file = Path(root) / "queries.pt"
-        torch.save({"queries": queries, "query_ids": query_ids, "qrels": qrels, "add": add}, queries_file)
+        settings = [s for s in args.settings.split(",") if s]
+        torch.save(
+            {"queries": queries, "query_ids": query_ids, "qrels": qrels, "add": add, "settings": settings}, queries_file
+        )
         for size in [int(s) for s in args.sizes.split(",")]:
-            path = Path(root) / f"index-{size}"
-            built = build(path, size, args.dtype, (ids, documents))
+            keep = args.keep is not None
+            real = (ids, documents)
+            built, path = built_index(args.keep or Path(root), size, args.dtype, real, keep, not args.build_only)
+            if args.build_only:
+                print(json.dumps({"size": size, "dtype": args.dtype, **built}), flush=True)
+                continue
             child = subprocess.run(
-                [sys.executable, __file__, "--measure", str(path), str(queries_file)],
+                [sys.executable, __file__, "--measure", str(path), str(queries_file)]
+                + ([str(args.keep / f"truth-{size}-{args.dtype}.json")] if keep else []),
                 check=True,
                 capture_output=True,
                 text=True,
@@ -327,6 +396,12 @@ def main() -> None:
                 f"(exact {measured['exact_ndcg@10']:.4f}) | add 1,000 docs {measured['add_1000_s']:.1f} s",
                 flush=True,
             )
+            for setting, point in measured["tradeoff"].items():
+                print(
+                    f"{'':>8} nprobe:candidates {setting:>8} | single p50 {point['median_ms']:.1f} ms "
+                    f"p95 {point['p95_ms']:.1f} ms | recall@10 {point['recall@10']:.3f}",
+                    flush=True,
+                )
             for name, peer in row.get("peers", {}).items():
                 print(
                     f"{'':>8} {name:>12} | build {peer['build_s']:.0f} s | {peer['bytes'] / 1e6:.0f} MB | "
