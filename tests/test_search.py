@@ -110,3 +110,14 @@ def test_grouped_assignment_agrees_with_scoring_every_centroid() -> None:
     scores = vectors @ centroids.T
     lost = scores.gather(1, exact[:, None]) - scores.gather(1, grouped[:, None])
     assert (lost >= 0).all() and lost.mean() < 0.01
+
+
+def test_search_settings_are_checked_and_rescore_covers_k(tmp_path: Path) -> None:
+    documents = documents_of(clustered_vectors(400), seed=4)
+    ids = [f"d{i}" for i in range(len(documents))]
+    index = Index.from_documents(tmp_path / "idx", ids, documents, {**SETTINGS, "dtype": "residual2"})
+    query = [clustered_vectors(4, seed=8)]
+    for bad in ({"k": 0}, {"nprobe": 0}, {"rescore": 0}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            index.search_embeddings(query, **({"k": 5} | bad))
+    assert len(index.search_embeddings(query, 7, candidates=True, rescore=2)[0]) == 7

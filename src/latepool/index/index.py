@@ -55,8 +55,8 @@ from latepool.pooling import POOL_METHODS, pool_corpus
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
 
-DEFAULT_NPROBE = 8  # centroids probed per query token by the candidate stage
-DEFAULT_RESCORE = 1024  # candidates scored exactly per query
+DEFAULT_NPROBE = 32  # centroids probed per query token by the candidate stage
+DEFAULT_RESCORE = 256  # candidates scored exactly per query
 EXACT_BELOW_VECTORS = 200_000  # below this many live vectors the default search is the exact scan
 
 
@@ -326,7 +326,7 @@ class Index:
                 ``rescore``); False scans exactly; None (default) chooses: exact below
                 :data:`EXACT_BELOW_VECTORS` live vectors or without inverted lists, candidates above.
             nprobe: Centroids probed per query token.
-            rescore: Candidates scored exactly per query.
+            rescore: Candidates scored exactly per query (at least ``k``).
 
         Returns:
             For each query, :class:`Hit` ``(id, score)`` pairs, best first.
@@ -351,8 +351,8 @@ class Index:
     ) -> list[list[Hit]]:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
-        if k < 1:
-            raise IndexInputError(f"k must be >= 1, got {k}")
+        if min(k, nprobe, rescore) < 1:
+            raise IndexInputError(f"k, nprobe and rescore must be >= 1, got {k}, {nprobe} and {rescore}")
         if any(q.ndim != 2 or q.shape[1] != self.manifest["dim"] or len(q) == 0 for q in queries):
             raise IndexInputError(f"query embeddings must be non-empty (len, {self.manifest['dim']}) tensors")
         if not queries or snapshot.manifest["document_count"] == 0:
@@ -361,6 +361,7 @@ class Index:
         if candidates is None:
             candidates = has_lists and snapshot.manifest["vector_count"] >= EXACT_BELOW_VECTORS
         if candidates and has_lists:
+            rescore = max(rescore, k)  # at least k documents are scored exactly
             results = [candidate_topk(snapshot.views, snapshot.codec, q, k, nprobe, rescore) for q in queries]
         else:
             scores, ordinals = exact_topk(snapshot.views, snapshot.codec, queries, k)
