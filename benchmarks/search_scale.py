@@ -282,8 +282,11 @@ def fast_plaid_python() -> Path | None:
     return python
 
 
-def run_peers(root: Path, size: int, real, queries: list[torch.Tensor]) -> dict:
-    """fast-plaid and Qdrant Edge on the float32 documents of this size; recall against exact MaxSim on them."""
+def run_peers(root: Path, size: int, real, queries: list[torch.Tensor], engines: set[str]) -> dict:
+    """``engines`` (fast-plaid, qdrant-edge) on the float32 documents of this size.
+
+    Recall is measured against exact MaxSim over those float32 documents.
+    """
     ids, documents = [], []
     for batch_ids, batch_docs in corpus(size, real):
         ids += batch_ids
@@ -295,7 +298,7 @@ def run_peers(root: Path, size: int, real, queries: list[torch.Tensor]) -> dict:
     torch.save({"queries": queries}, queries_file)
     del documents
     results = {}
-    python = fast_plaid_python()
+    python = fast_plaid_python() if "fast-plaid" in engines else None
     if python is not None:
         out = root / f"fast-plaid-{size}.json"
         runner = Path(__file__).with_name("peers") / "fast_plaid_run.py"
@@ -305,13 +308,10 @@ def run_peers(root: Path, size: int, real, queries: list[torch.Tensor]) -> dict:
             capture_output=True,
         )
         results["fast-plaid"] = json.loads(out.read_text())
-    child = subprocess.run(
-        [sys.executable, __file__, "--edge", str(documents_file), str(queries_file), str(root / f"edge-{size}")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    results["qdrant-edge"] = json.loads(child.stdout.strip().splitlines()[-1])
+    if "qdrant-edge" in engines:
+        edge = [sys.executable, __file__, "--edge", str(documents_file), str(queries_file), str(root / f"edge-{size}")]
+        child = subprocess.run(edge, check=True, capture_output=True, text=True)
+        results["qdrant-edge"] = json.loads(child.stdout.strip().splitlines()[-1])
     for result in results.values():
         hits = [[ids[int(p)] for p in row] for row in result.pop("hits")]
         result["recall@10_float32"] = recall(hits, truth)
@@ -338,6 +338,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Embedding cache.")
     parser.add_argument("--peers", action="store_true", help="Also run fast-plaid and Qdrant Edge.")
     parser.add_argument("--peer-limit", type=int, default=100_000, help="Largest size the peers run at.")
+    parser.add_argument(
+        "--peer-engines", default="fast-plaid,qdrant-edge", help="Which peers --peers runs (comma-separated)."
+    )
     parser.add_argument("--build-only", action="store_true", help="Only build (and --keep) the indexes.")
     parser.add_argument(
         "--settings",
@@ -381,7 +384,7 @@ def main() -> None:
             hits = measured.pop("hits")
             row = {"size": size, "dtype": args.dtype, **built, **measured}
             if args.peers and size <= args.peer_limit:
-                peers = run_peers(Path(root), size, (ids, documents), queries)
+                peers = run_peers(Path(root), size, (ids, documents), queries, set(args.peer_engines.split(",")))
                 row["recall@10_float32"] = recall(hits, peers["truth"])
                 row["peers"] = peers["peers"]
             print(json.dumps(row), flush=True)
