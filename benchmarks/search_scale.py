@@ -182,14 +182,14 @@ def measure(path: Path, queries_file: Path, truth_file: Path | None = None) -> d
             exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
         if truth_file is not None:
             truth_file.write_text(json.dumps(exact))
-    recall = recall_at_10(hits, exact)
-    run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, hits)}
+    exact_ids = [[h.id for h in row] for row in exact]
     hit_ids = [[h.id for h in row] for row in hits]
+    run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, hits)}
     exact_run = {q: {h.id: h.score for h in row} for q, row in zip(query_ids, exact)}
     curve = {}
     for setting, (ms, got) in tradeoff.items():
         curve[setting] = {"median_ms": statistics.median(ms), "p95_ms": percentile_95(ms)}
-        curve[setting]["recall@10"] = recall_at_10(got, exact)
+        curve[setting]["recall@10"] = recall([[h.id for h in row] for row in got], exact_ids)
     started = time.perf_counter()
     index.add_documents(*add)
     add_s = time.perf_counter() - started
@@ -201,7 +201,7 @@ def measure(path: Path, queries_file: Path, truth_file: Path | None = None) -> d
         "batched_ms_per_query": batched_ms,
         "peak_rss_bytes": peak_rss,
         "tradeoff": curve,
-        "recall@10": recall,
+        "recall@10": recall(hit_ids, exact_ids),
         "ndcg@10": mean_metrics(run, qrels)["ndcg@10"],
         "exact_ndcg@10": mean_metrics(exact_run, qrels)["ndcg@10"],
         "add_1000_s": add_s,
@@ -217,10 +217,6 @@ def timed(index: Index, queries: list[torch.Tensor], **search) -> tuple[list[flo
         hits.append(index.search_embeddings([query], 10, **search)[0])
         latencies.append((time.perf_counter() - started) * 1000)
     return latencies, hits
-
-
-def recall_at_10(hits: list[list[Hit]], exact: list[list[Hit]]) -> float:
-    return sum(len({h.id for h in a} & {h.id for h in b}) for a, b in zip(hits, exact)) / (10 * len(exact))
 
 
 def percentile_95(values: list[float]) -> float:
@@ -257,7 +253,7 @@ def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> d
         "open_s": open_s,
         "bytes": directory_bytes(shard_dir),
         "median_ms": statistics.median(latencies),
-        "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))],
+        "p95_ms": percentile_95(latencies),
         "batched_ms_per_query": batched,
         "peak_rss_bytes": peak_rss_bytes(),
         "hits": hits,

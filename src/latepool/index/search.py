@@ -280,7 +280,7 @@ def _rescore(
     for view, documents, _ in found:
         rows, lengths = document_rows(view.segment.offsets, documents)
         vectors = view.segment.decode_rows(rows, codec)
-        scores.append(document_maxima(vectors @ query.T, torch.from_numpy(lengths)).sum(dim=1))
+        scores.append(maxsim_rows(vectors, torch.from_numpy(lengths), query, torch.ones(len(query), 1))[:, 0])
         ordinals.append(torch.from_numpy(documents + view.base))
     all_scores, all_ordinals = torch.cat(scores), torch.cat(ordinals)
     top = all_scores.topk(min(k, len(all_scores)))
