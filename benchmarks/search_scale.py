@@ -40,6 +40,7 @@ from latepool.data import load_dataset
 from latepool.evaluation.metrics import mean_metrics
 from latepool.evaluation.sweep import encode_dataset
 from latepool.index import Hit, Index
+from latepool.index.codec import default_num_centroids
 from latepool.models import load_model
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
@@ -120,18 +121,23 @@ def corpus(size: int, real, batch: int = 100_000):
 def build(path: Path, size: int, dtype: str, real) -> dict:
     started = time.perf_counter()
     batches = corpus(size, real)
-    index = Index.from_documents(path, *next(batches), {**SETTINGS, "dtype": dtype})
+    first_ids, first_documents = next(batches)
+    vectors = size * sum(len(d) for d in first_documents) / len(first_documents)  # the final size's estimate
+    settings = {**SETTINGS, "dtype": dtype}
+    index = Index.from_documents(
+        path, first_ids, first_documents, settings, num_centroids=default_num_centroids(int(vectors))
+    )
     for batch_ids, batch_docs in batches:
         index.add_documents(batch_ids, batch_docs)
     seconds = time.perf_counter() - started
     on_disk = directory_bytes(path)
-    vectors = index.manifest["vector_count"]
     return {
         "documents": len(index),
-        "vectors": vectors,
+        "vectors": index.manifest["vector_count"],
+        "centroids": len(index.codec.centroids),
         "build_s": seconds,
         "bytes": on_disk,
-        "bytes_per_vector": on_disk / vectors,
+        "bytes_per_vector": on_disk / index.manifest["vector_count"],
     }
 
 
@@ -177,9 +183,7 @@ def measure(path: Path, queries_file: Path, truth_file: Path | None = None) -> d
     if truth_file is not None and truth_file.is_file():
         exact = [[Hit(i, s) for i, s in row] for row in json.loads(truth_file.read_text())]
     else:
-        exact = []
-        for start in range(0, len(queries), 25):
-            exact += index.search_embeddings(queries[start : start + 25], 10, candidates=False)
+        exact = index.search_embeddings(queries, 10, candidates=False)  # all at once: the index is decoded once
         if truth_file is not None:
             truth_file.write_text(json.dumps(exact))
     exact_ids = [[h.id for h in row] for row in exact]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latepool.index import Index
+from latepool.index import codec as codec_module
 from latepool.index.codec import Codec, pack_buckets, unpack_buckets
 from latepool.index.storage import bytes_per_vector
 from latepool.pooling import pool_corpus
@@ -100,3 +101,36 @@ def test_residual_index_updates_keep_their_codec(tmp_path: Path) -> None:
     index.compact()
     assert Index.open(tmp_path / "idx").manifest["deleted"] == {}
     assert sorted(Index.open(tmp_path / "idx").ids) == sorted(reopened.ids)
+
+
+def test_two_level_centroids_cover_the_vectors_about_as_well_as_flat_k_means(monkeypatch) -> None:
+    vectors = torch.nn.functional.normalize(clustered_vectors(6000, seed=3), dim=-1)
+    flat = codec_module.train_centroids(vectors, 256, points_per_centroid=20)
+    monkeypatch.setattr(codec_module, "TWO_LEVEL_ABOVE", 64)
+    two_level = codec_module.train_centroids(vectors, 256, points_per_centroid=20)
+    assert two_level.shape == (256, 32) and torch.allclose(two_level.norm(dim=1), torch.ones(256))
+    assert torch.equal(two_level, codec_module.train_centroids(vectors, 256, points_per_centroid=20))  # seeded
+
+    def coverage(centroids: torch.Tensor) -> float:
+        return float((vectors @ centroids.T).max(dim=1).values.mean())
+
+    assert coverage(two_level) > coverage(flat) - 0.02
+    assert coverage(two_level) > coverage(flat[:16]) + 0.05  # far better than a coarse level alone
+    assert coverage(two_level) > coverage(vectors[:256]) + 0.05  # and than 256 vectors taken as they come
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 50), min_size=1, max_size=12), fraction=st.floats(0.01, 1.0))
+def test_centroid_shares_sum_to_the_total_and_never_exceed_a_cell(sizes: list[int], fraction: float) -> None:
+    sizes_ = np.array(sizes)
+    total = int(fraction * sizes_.sum())
+    shares = codec_module._shares(sizes_, total)
+    assert shares.sum() == total and (shares <= sizes_).all() and (shares >= 0).all()
+
+
+def test_default_centroid_count_follows_the_index_size_not_the_training_sample(tmp_path: Path) -> None:
+    documents = [clustered_vectors(20, seed=i) for i in range(200)]  # 4,000 vectors: 16 * sqrt(4000) ~ 1012
+    settings_ = {**SETTINGS, "pool_factor": 1, "dtype": "residual2"}
+    index = Index.from_documents(tmp_path / "idx", [f"d{i}" for i in range(200)], documents, settings_)
+    assert len(index.codec.centroids) == codec_module.default_num_centroids(4000) == 1024
+    assert codec_module.default_num_centroids(60_000_000) == codec_module.MAX_CENTROIDS

@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import latepool
-from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.index.codec import RESIDUAL_BITS, Codec, default_num_centroids
 from latepool.index.search import SegmentView, candidate_topk, exact_topk
 from latepool.index.storage import (
     DTYPES,
@@ -223,8 +223,10 @@ class Index:
     ) -> Index:
         """Write already pooled ``documents`` as a new index (``settings``: model, lengths, pooling, dtype).
 
-        ``num_centroids`` (default :func:`~latepool.index.codec.default_num_centroids`) and ``seed``
-        set the codec's training.
+        ``num_centroids`` and ``seed`` set the codec's training. The default count is
+        :func:`~latepool.index.codec.default_num_centroids` of these documents' vectors; an index
+        that will grow by ``add`` does better with the count for its final size, since the codec
+        is kept.
         """
         path = Path(path)
         _check_target(path, settings["pool_method"], settings["dtype"], overwrite)
@@ -245,7 +247,9 @@ class Index:
         bits = RESIDUAL_BITS.get(settings["dtype"], 0)
         codec = None
         if centroids or bits:
-            codec = Codec.train(_training_sample(documents, seed), num_centroids, bits=bits, seed=seed)
+            num_centroids = num_centroids or default_num_centroids(sum(len(d) for d in documents))
+            sample = _training_sample(documents, seed, limit=max(1_000_000, 32 * num_centroids))
+            codec = Codec.train(sample, num_centroids, bits=bits, seed=seed)
         if (path / "manifest.json").is_file():  # overwrite in place: the manifest swap is the commit
             _write_contents(path, manifest, ids, documents, codec)
             return cls.open(path, model=model, verify=False)
@@ -287,6 +291,11 @@ class Index:
 
     def __len__(self) -> int:
         return int(self.manifest["document_count"])
+
+    @property
+    def codec(self) -> Codec | None:
+        """The codec: the centroids of the inverted lists and the residual buckets (None without centroids)."""
+        return self._snapshot.codec
 
     @property
     def ids(self) -> list[str]:
