@@ -26,16 +26,19 @@ def documents_of(vectors: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     return list(vectors.split(lengths))
 
 
-@pytest.mark.parametrize("dtype,bits", [("residual4", 4), ("residual2", 2), ("residual1", 1)])
-def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype: str, bits: int) -> None:
-    vectors = clustered_vectors(1500)
+@pytest.mark.parametrize(
+    "dtype,bits,dim",  # residual bytes per row: 16, 8, 4, and 6 and 3 (not whole groups of four)
+    [("residual4", 4, 32), ("residual2", 2, 32), ("residual1", 1, 32), ("residual2", 2, 24), ("residual1", 1, 24)],
+)
+def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype: str, bits: int, dim: int) -> None:
+    vectors = clustered_vectors(1500, dim=dim)
     documents = documents_of(vectors)
     codec = Codec.train(vectors, num_centroids=32, bits=bits)
     write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, dtype, codec)
-    segment = read_segment(tmp_path, "seg", dtype, 32)
+    segment = read_segment(tmp_path, "seg", dtype, dim)
     live = np.ones(segment.count, dtype=bool)
     live[[3, 7]] = False
-    query = clustered_vectors(6, seed=4)
+    query = clustered_vectors(6, dim=dim, seed=4)
     probe, base = _probe(codec, query, nprobe=32)
     found, scores = _probe_segment(SegmentView(segment, live, 0), probe, base)
     decoded = segment.documents(codec)
@@ -121,3 +124,15 @@ def test_search_settings_are_checked_and_rescore_covers_k(tmp_path: Path) -> Non
         with pytest.raises(ValueError, match="must be >= 1"):
             index.search_embeddings(query, **({"k": 5} | bad))
     assert len(index.search_embeddings(query, 7, candidates=True, rescore=2)[0]) == 7
+
+
+def test_a_batch_of_queries_gets_what_each_query_gets_alone(tmp_path: Path) -> None:
+    documents = documents_of(clustered_vectors(3000), seed=6)
+    ids = [f"d{i}" for i in range(len(documents))]
+    index = Index.from_documents(tmp_path / "idx", ids, documents, {**SETTINGS, "dtype": "residual2"})
+    index.add_documents(["x0", "x1"], [clustered_vectors(4, seed=20), clustered_vectors(3, seed=21)])  # 2 segments
+    queries = [clustered_vectors(5, seed=s) for s in range(30, 36)]
+    batched = index.search_embeddings(queries, 8, candidates=True, nprobe=4, rescore=20)
+    alone = [index.search_embeddings([q], 8, candidates=True, nprobe=4, rescore=20)[0] for q in queries]
+    assert [[h.id for h in row] for row in batched] == [[h.id for h in row] for row in alone]
+    assert [h.score for row in batched for h in row] == pytest.approx([h.score for row in alone for h in row])

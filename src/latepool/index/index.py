@@ -371,7 +371,7 @@ class Index:
             candidates = has_lists and snapshot.manifest["vector_count"] >= EXACT_BELOW_VECTORS
         if candidates and has_lists:
             rescore = max(rescore, k)  # at least k documents are scored exactly
-            results = [candidate_topk(snapshot.views, snapshot.codec, q, k, nprobe, rescore) for q in queries]
+            results = candidate_topk(snapshot.views, snapshot.codec, queries, k, nprobe, rescore)
         else:
             scores, ordinals = exact_topk(snapshot.views, snapshot.codec, queries, k)
             results = list(zip(scores, ordinals))

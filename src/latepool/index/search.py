@@ -148,9 +148,9 @@ def document_rows(offsets: np.ndarray, documents: np.ndarray) -> tuple[np.ndarra
 
 
 def candidate_topk(
-    views: list[SegmentView], codec: Codec, query: Tensor, k: int, nprobe: int, candidates: int
-) -> tuple[Tensor, Tensor]:
-    """Top-k of one query: token-level scores from the probed inverted lists, then exact MaxSim of the best.
+    views: list[SegmentView], codec: Codec, queries: list[Tensor], k: int, nprobe: int, candidates: int
+) -> list[tuple[Tensor, Tensor]]:
+    """Top-k of each query: token-level scores from the probed inverted lists, then exact MaxSim of the best.
 
     1. *Probe* (WARP's design, on latepool's segments): each query token reads the inverted lists of
        its ``nprobe`` most similar centroids and scores every row there from the row's code and
@@ -160,20 +160,30 @@ def candidate_topk(
        their length, not with the index.
     2. *Exact*: the ``candidates`` best documents are decoded and scored with MaxSim.
 
+    One query is probed on one thread per segment; a batch runs its queries on parallel threads.
+
     Args:
         views: The segments.
         codec: The index's codec (its centroids and residual buckets).
-        query: ``(len, dim)`` query tokens.
+        queries: ``(len_i, dim)`` query tokens of each query.
         k: Hits.
         nprobe: Centroids probed per query token.
         candidates: Documents scored exactly.
 
     Returns:
-        ``(scores, ordinals)`` of shape ``(k',)``, best first.
+        Per query, ``(scores, ordinals)`` of shape ``(k',)``, best first.
     """
-    query = query.float()
+    if len(queries) == 1:
+        return [_candidate_topk(views, codec, queries[0].float(), k, nprobe, candidates, _threads().map)]
+    return list(_threads().map(lambda q: _candidate_topk(views, codec, q.float(), k, nprobe, candidates, map), queries))
+
+
+def _candidate_topk(
+    views: list[SegmentView], codec: Codec, query: Tensor, k: int, nprobe: int, candidates: int, mapper
+) -> tuple[Tensor, Tensor]:
+    """:func:`candidate_topk` of one query, its segments probed through ``mapper`` (threads or not)."""
     probe, base = _probe(codec, query, nprobe)
-    probed = _threads().map(lambda view: (view, *_probe_segment(view, probe, base)), views)
+    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base)), views)
     found = [(view, documents, scores) for view, documents, scores in probed if len(documents)]
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
