@@ -250,7 +250,7 @@ class Codec:
             return Codec(self.centroids)
         generator = torch.Generator().manual_seed(seed + 1)
         sample = vectors[torch.randperm(len(vectors), generator=generator)[:held_out]].float()
-        residuals = (sample - self.centroids[assign(sample, self.centroids)]).flatten()
+        residuals = (sample - self.centroids[self._groups.assign(sample)]).flatten()  # as encode assigns
         levels = 2**bits
         cutoffs = _quantiles(residuals, torch.arange(1, levels) / levels)
         weights = _quantiles(residuals, (torch.arange(levels) + 0.5) / levels)
