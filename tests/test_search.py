@@ -11,7 +11,7 @@ import torch
 import latepool.index.index as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
-from latepool.index.search import SegmentView, _probe, _probe_segment, maxsim_rows
+from latepool.index.search import SegmentView, _keep, _probe, _probe_segment, maxsim_rows
 from latepool.index.storage import read_segment, write_segment
 from test_codec import SETTINGS, clustered_vectors
 
@@ -136,3 +136,22 @@ def test_a_batch_of_queries_gets_what_each_query_gets_alone(tmp_path: Path) -> N
     alone = [index.search_embeddings([q], 8, candidates=True, nprobe=4, rescore=20)[0] for q in queries]
     assert [[h.id for h in row] for row in batched] == [[h.id for h in row] for row in alone]
     assert [h.score for row in batched for h in row] == pytest.approx([h.score for row in alone for h in row])
+
+
+def test_keeping_each_segments_best_keeps_the_best_of_all_segments(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(index_module, "MAX_SEGMENT_DOCUMENTS", 150)
+    documents = documents_of(clustered_vectors(3000), seed=7)
+    ids = [f"d{i}" for i in range(len(documents))]
+    index = Index.from_documents(tmp_path / "idx", ids, documents, {**SETTINGS, "dtype": "residual2"})
+    snapshot = index._snapshot
+    assert len(snapshot.views) >= 3
+    for seed in range(40, 45):
+        query = clustered_vectors(5, seed=seed)
+        probe, base = _probe(snapshot.codec, query, nprobe=6)
+        everything = [(view, *_probe_segment(view, probe, base)) for view in snapshot.views]
+        pruned = [(view, *_probe_segment(view, probe, base, keep=12)) for view in snapshot.views]
+        assert all(len(documents) <= 12 for _, documents, _ in pruned)
+        assert any(len(documents) > 12 for _, documents, _ in everything)  # some segment was pruned
+        best_all = torch.cat([scores for _, _, scores in _keep(everything, 12)]).sort().values
+        best_pruned = torch.cat([scores for _, _, scores in _keep(pruned, 12)]).sort().values
+        assert torch.equal(best_all, best_pruned)

@@ -183,7 +183,7 @@ def _candidate_topk(
 ) -> tuple[Tensor, Tensor]:
     """:func:`candidate_topk` of one query, its segments probed through ``mapper`` (threads or not)."""
     probe, base = _probe(codec, query, nprobe)
-    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base)), views)
+    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base, candidates)), views)
     found = [(view, documents, scores) for view, documents, scores in probed if len(documents)]
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
@@ -244,8 +244,9 @@ def residual_table(codec: Codec, query: Tensor) -> np.ndarray:
     return torch.einsum("tbi,vi->tbv", grouped, byte_weights).contiguous().numpy()
 
 
-def _probe_segment(view: SegmentView, probe: _Probe, base: float) -> tuple[np.ndarray, Tensor]:
-    """The live documents of one segment found by the probe, and their stage-1 scores."""
+def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | None = None) -> tuple[np.ndarray, Tensor]:
+    """The live documents of one segment found by the probe (only the ``keep`` best, if given), and their
+    stage-1 scores. The best ``keep`` of all segments are among the best ``keep`` of each."""
     segment = view.segment
     gains = np.zeros(segment.count, dtype=np.float32)
     residuals = np.asarray(segment.values) if segment.dtype in RESIDUAL_BITS else np.zeros((segment.rows, 0), np.uint8)
@@ -260,6 +261,8 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float) -> tuple[np.nd
         view.live,
         gains,
     )
+    if keep is not None and len(found) > keep:
+        found = found[np.argpartition(gains[found], len(found) - keep)[len(found) - keep :]]
     documents = np.sort(found).astype(np.int64)
     return documents, torch.from_numpy(gains[documents] + base)
 
