@@ -282,10 +282,13 @@ def fast_plaid_python() -> Path | None:
     return python
 
 
-def run_peers(root: Path, size: int, real, queries: list[torch.Tensor], engines: set[str]) -> dict:
+def run_peers(
+    root: Path, size: int, real, queries: list[torch.Tensor], engines: set[str], keep: Path | None = None
+) -> dict:
     """``engines`` (fast-plaid, qdrant-edge) on the float32 documents of this size.
 
-    Recall is measured against exact MaxSim over those float32 documents.
+    Recall is measured against exact MaxSim over those float32 documents. With ``keep``, fast-plaid's
+    index is built there, and a later run searches it again instead of rebuilding it.
     """
     ids, documents = [], []
     for batch_ids, batch_docs in corpus(size, real):
@@ -302,8 +305,9 @@ def run_peers(root: Path, size: int, real, queries: list[torch.Tensor], engines:
     if python is not None:
         out = root / f"fast-plaid-{size}.json"
         runner = Path(__file__).with_name("peers") / "fast_plaid_run.py"
+        index_dir = (keep or root) / f"fp-{size}"
         subprocess.run(
-            [str(python), str(runner), str(documents_file), str(queries_file), str(root / f"fp-{size}"), str(out)],
+            [str(python), str(runner), str(documents_file), str(queries_file), str(index_dir), str(out)],
             check=True,
             capture_output=True,
         )
@@ -384,7 +388,8 @@ def main() -> None:
             hits = measured.pop("hits")
             row = {"size": size, "dtype": args.dtype, **built, **measured}
             if args.peers and size <= args.peer_limit:
-                peers = run_peers(Path(root), size, (ids, documents), queries, set(args.peer_engines.split(",")))
+                engines = set(args.peer_engines.split(","))
+                peers = run_peers(Path(root), size, (ids, documents), queries, engines, args.keep)
                 row["recall@10_float32"] = recall(hits, peers["truth"])
                 row["peers"] = peers["peers"]
             print(json.dumps(row), flush=True)
