@@ -6,8 +6,8 @@ corpora, MiniLM ColBERT, k-means PF4; see ``search_scale.py``) plus ``--syntheti
 documents mixed from them:
 
 - *training* ``--centroids`` spherical k-means centroids, 8 iterations, 32 points per centroid:
-  latepool's :func:`~latepool.index.codec.train_centroids` (two levels above 8,192) against
-  ``faiss.Kmeans`` (flat) or ``faiss.contrib.clustering.two_level_clustering`` (above 8,192).
+  latepool's :func:`~latepool.index.codec.train_centroids` against ``faiss.Kmeans``, both in two
+  levels above 8,192 centroids (faiss's own ``two_level_clustering`` fixes other iteration counts).
   Quality: the mean dot product of held-out vectors with their most similar centroid.
 - *assignment* of held-out vectors to those centroids: latepool's grouped assignment against
   faiss's exact ``IndexFlatIP`` and an HNSW graph over the centroids (``IndexHNSWFlat``, M 32).
@@ -29,7 +29,6 @@ import time
 import faiss
 import numpy as np
 import torch
-from faiss.contrib.clustering import two_level_clustering
 
 from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.index.codec import TWO_LEVEL_ABOVE, CentroidGroups, Codec, assign, train_centroids
@@ -49,19 +48,27 @@ def coverage(vectors: torch.Tensor, centroids: torch.Tensor) -> float:
 
 
 def faiss_centroids(vectors: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
-    """faiss's spherical k-means on the same sample size as latepool's (32 points per centroid)."""
+    """faiss's spherical k-means on the same sample and iterations as latepool's (two levels above 8,192)."""
     generator = torch.Generator().manual_seed(seed)
     sample = vectors[torch.randperm(len(vectors), generator=generator)[: 32 * count]]
     sample = torch.nn.functional.normalize(sample, dim=-1).numpy()
-    options = {"niter": 8, "spherical": True, "seed": seed, "max_points_per_centroid": 32}
     if count <= TWO_LEVEL_ABOVE:
-        kmeans = faiss.Kmeans(sample.shape[1], count, **options)
-        kmeans.train(sample)
-        return torch.from_numpy(kmeans.centroids)
-    options.pop("niter")
-    coarse = 2 ** round(np.log2(np.sqrt(count)))
-    centroids, _ = two_level_clustering(sample, coarse, count, clustering_niter=8, **options)
-    return torch.nn.functional.normalize(torch.from_numpy(centroids), dim=-1)
+        return torch.from_numpy(_kmeans(sample, count, seed))
+    coarse = _kmeans(sample, 2 ** round(np.log2(np.sqrt(count))), seed)
+    index = faiss.IndexFlatIP(sample.shape[1])
+    index.add(coarse)
+    cells = index.search(sample, 1)[1][:, 0]
+    sizes = np.bincount(cells, minlength=len(coarse))
+    shares = np.diff(np.cumsum(sizes) * count // len(sample), prepend=0)  # as faiss's two_level_clustering
+    parts = [_kmeans(sample[cells == cell], int(share), seed) for cell, share in enumerate(shares) if share]
+    return torch.from_numpy(np.vstack(parts))
+
+
+def _kmeans(sample: np.ndarray, count: int, seed: int) -> np.ndarray:
+    options = {"niter": 8, "spherical": True, "seed": seed, "max_points_per_centroid": 32, "min_points_per_centroid": 1}
+    kmeans = faiss.Kmeans(sample.shape[1], count, **options)
+    kmeans.train(sample)
+    return kmeans.centroids
 
 
 def compare_assignment(test: torch.Tensor, centroids: torch.Tensor) -> None:
