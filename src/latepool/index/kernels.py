@@ -6,8 +6,9 @@ temporary beyond a few numbers per document of the segment. The loop releases th
 are scored on parallel threads.
 
 The residual width (bytes per row) is compiled in as a constant, so the byte loop unrolls into
-four independent sums of table lookups: 1.2 to 1.3 times faster than a loop over a width read
-from the array (measured single-threaded on the 1M-document index of ``benchmarks/search_scale.py``).
+four independent sums of table lookups: 1.13 times faster than a loop over a width read from the
+array (24.4 against 27.6 ns per row and token, single-threaded, nprobe 32, on the 1M-document index
+of ``benchmarks/search_scale.py``, in one process).
 The first call for a width in a process compiles it (about a second); the machine code is cached
 next to this file when that directory is writable, and later processes load it.
 """
