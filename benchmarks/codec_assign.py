@@ -18,7 +18,7 @@ import torch
 
 from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.index.codec import CentroidGroups, assign, train_centroids
-from search_scale import real_collections, synthetic_batches
+from search_scale import proxy_vectors, real_collections
 
 
 def main() -> None:
@@ -29,8 +29,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="Embedding cache.")
     args = parser.parse_args()
     _, documents, *_ = real_collections(args.cache_dir, 0)
-    synthetic = next(synthetic_batches(documents, args.synthetic, args.synthetic, seed=5))[1] if args.synthetic else []
-    vectors = torch.cat(documents + synthetic).float()
+    vectors = proxy_vectors(documents, args.synthetic)
     started = time.perf_counter()
     centroids = train_centroids(vectors, args.centroids)
     print(f"{len(vectors)} vectors, {args.centroids} centroids trained in {time.perf_counter() - started:.1f} s")

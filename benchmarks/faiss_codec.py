@@ -32,7 +32,7 @@ import torch
 
 from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.index.codec import TWO_LEVEL_ABOVE, CentroidGroups, Codec, assign, train_centroids
-from search_scale import real_collections, synthetic_batches
+from search_scale import proxy_vectors, real_collections
 
 
 def timed(function, *args, **kwargs):
@@ -130,8 +130,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="Embedding cache.")
     args = parser.parse_args()
     _, documents, _, queries, _ = real_collections(args.cache_dir, 25)
-    synthetic = next(synthetic_batches(documents, args.synthetic, args.synthetic, seed=5))[1] if args.synthetic else []
-    vectors = torch.cat(documents + synthetic).float()
+    vectors = proxy_vectors(documents, args.synthetic)
     order = torch.randperm(len(vectors), generator=torch.Generator().manual_seed(9))
     train, test = vectors[order[args.test :]], vectors[order[: args.test]]
     query_tokens = torch.cat(queries).float()

@@ -95,6 +95,12 @@ def synthetic_batches(real: list[torch.Tensor], count: int, batch: int, seed: in
         made += size
 
 
+def proxy_vectors(real: list[torch.Tensor], synthetic: int) -> torch.Tensor:
+    """The vectors of the real documents and of ``synthetic`` synthetic ones mixed from them, float32."""
+    mixed = next(synthetic_batches(real, synthetic, synthetic, seed=5))[1] if synthetic else []
+    return torch.cat(real + mixed).float()
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set (VmHWM; unlike ru_maxrss it starts afresh at exec, not at the parent's peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -72,10 +72,15 @@ def assign(vectors: Tensor, centroids: Tensor) -> Tensor:
 
 
 TWO_LEVEL_ABOVE = 8192  # more centroids than this are trained in two levels
+POINTS_PER_CENTROID = 32  # training sample size per centroid
 
 
 def train_centroids(
-    vectors: Tensor, num_centroids: int, seed: int = 0, iterations: int = 8, points_per_centroid: int = 32
+    vectors: Tensor,
+    num_centroids: int,
+    seed: int = 0,
+    iterations: int = 8,
+    points_per_centroid: int = POINTS_PER_CENTROID,
 ) -> Tensor:
     """Spherical k-means centroids of (a sample of) ``vectors``; deterministic under ``seed``.
 
@@ -164,18 +169,16 @@ class CentroidGroups:
     probes: int
 
     @classmethod
-    def of(cls, centroids: Tensor, probes: int | None = None, groups: int | None = None) -> CentroidGroups:
+    def of(cls, centroids: Tensor) -> CentroidGroups:
         """Group ``centroids`` (deterministic: spherical k-means of the centroids themselves, seed 0).
 
-        Args:
-            centroids: ``(C, dim)`` centroids.
-            probes: Groups searched per vector (default 8, or 4 above :data:`TWO_LEVEL_ABOVE` centroids).
-            groups: How many groups (default: a power of two near ``sqrt(C) / 1.5``).
+        A power of two near ``sqrt(C) / 1.5`` groups; 8 of them probed, or 4 above
+        :data:`TWO_LEVEL_ABOVE` centroids.
         """
-        probes = probes or (8 if len(centroids) <= TWO_LEVEL_ABOVE else 4)
+        probes = 8 if len(centroids) <= TWO_LEVEL_ABOVE else 4
         if len(centroids) <= EXACT_ASSIGN_BELOW:
             return cls(centroids, centroids[:0], [], probes)
-        groups = groups or 2 ** round(math.log2(math.sqrt(len(centroids)) / 1.5))
+        groups = 2 ** round(math.log2(math.sqrt(len(centroids)) / 1.5))
         group_centroids = train_centroids(centroids, groups, iterations=10, points_per_centroid=len(centroids))
         member = assign(centroids, group_centroids)
         return cls(centroids, group_centroids, [torch.nonzero(member == g).flatten() for g in range(groups)], probes)
@@ -254,7 +257,9 @@ class Codec:
         levels = 2**bits
         cutoffs = _quantiles(residuals, torch.arange(1, levels) / levels)
         weights = _quantiles(residuals, (torch.arange(levels) + 0.5) / levels)
-        return Codec(self.centroids, bits, cutoffs, weights)
+        codec = Codec(self.centroids, bits, cutoffs, weights)
+        codec.__dict__["_groups"] = self._groups  # the same centroids: share their grouping, not redo it
+        return codec
 
     @property
     def dim(self) -> int:

@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import latepool
-from latepool.index.codec import RESIDUAL_BITS, Codec, default_num_centroids
+from latepool.index.codec import POINTS_PER_CENTROID, RESIDUAL_BITS, Codec, default_num_centroids
 from latepool.index.search import SegmentView, candidate_topk, exact_topk
 from latepool.index.storage import (
     DTYPES,
@@ -248,7 +248,7 @@ class Index:
         codec = None
         if centroids or bits:
             num_centroids = num_centroids or default_num_centroids(sum(len(d) for d in documents))
-            sample = _training_sample(documents, seed, limit=max(1_000_000, 32 * num_centroids))
+            sample = _training_sample(documents, seed, limit=max(1_000_000, POINTS_PER_CENTROID * num_centroids))
             codec = Codec.train(sample, num_centroids, bits=bits, seed=seed)
         if (path / "manifest.json").is_file():  # overwrite in place: the manifest swap is the commit
             _write_contents(path, manifest, ids, documents, codec)
