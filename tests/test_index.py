@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from latepool.cli import main
 from latepool.data import read_corpus
 from latepool.index import Index
+from latepool.index.storage import IdList
 from latepool.models import build_colbert
 from latepool.pooling import pool_documents
 from latepool.scoring import maxsim_topk
@@ -186,6 +187,16 @@ def test_ids_stay_consistent_across_updates(tmp_path_factory, operations) -> Non
     assert manifest["deleted"] == {}  # space reclaimed: no segment keeps a deleted document
     assert {p.name for p in path.glob("seg-*")} == set(manifest["segments"])
     assert sorted(Index.open(path).ids) == sorted(expected)
+
+
+@given(st.lists(st.text(min_size=0, max_size=8), max_size=20))
+def test_id_list_holds_what_a_list_holds(ids) -> None:
+    held = IdList(ids)
+    assert len(held) == len(ids) and list(held) == ids and held[1:-1:2] == ids[1:-1:2]
+    if ids:
+        assert held[-1] == ids[-1] and held[0] == ids[0]
+    with pytest.raises(IndexError):
+        held[len(ids)]
 
 
 def test_corrupted_and_missing_files_are_named(tmp_path: Path) -> None:

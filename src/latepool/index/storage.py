@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,39 @@ def bytes_per_vector(dtype: str, dim: int, codes: bool = True) -> float:
     return values + (6 if codes else 0)
 
 
+class IdList(Sequence[str]):
+    """Document ids held as one UTF-8 buffer and an offset array: about a third of the memory of a list of
+    ``str`` (an index of a million documents keeps all its ids in memory).
+
+    Example::
+
+        >>> ids = IdList(["a", "héllo"])
+        >>> len(ids), ids[1], list(ids)
+        (2, 'héllo', ['a', 'héllo'])
+    """
+
+    def __init__(self, ids: list[str]) -> None:
+        encoded = [i.encode("utf-8") for i in ids]
+        self._blob = b"".join(encoded)
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, position):  # type: ignore[override]
+        if isinstance(position, slice):
+            return [self[p] for p in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        return self._blob[self._offsets[position] : self._offsets[position + 1]].decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[p] for p in range(len(self)))
+
+
 @dataclass
 class Segment:
     """One immutable group of documents, its arrays memory-mapped (nothing decoded at open).
@@ -95,7 +129,7 @@ class Segment:
     """
 
     name: str
-    ids: list[str]
+    ids: Sequence[str]
     offsets: np.ndarray
     dtype: str
     values: np.ndarray
@@ -268,7 +302,7 @@ def read_segment(root: Path, name: str, dtype: str, dim: int) -> Segment:
     if residual and not lists:
         raise IndexFormatError(f"missing index file: {directory / 'ivf_offsets.npy'}")
     scales = _load_array(directory / "scales.npy", shape=(rows,)) if dtype == "int8" else None
-    segment = Segment(name, ids, offsets, dtype, values, scales)
+    segment = Segment(name, IdList(ids), offsets, dtype, values, scales)
     if lists:
         segment.ivf_offsets = _load_array(directory / "ivf_offsets.npy", mmap=False)
         segment.row_docs = _load_array(directory / "row_docs.npy", shape=(rows,))
