@@ -1,4 +1,5 @@
-"""The compiled inner loop of the candidate stage (numba): scoring the rows of the probed inverted lists.
+"""The compiled inner loops of search (numba): scoring the rows of the probed inverted lists, and the
+per-document maxima of a block of similarities.
 
 It walks memory-mapped arrays row by row, which NumPy could only do through temporaries of one
 float per query token and list entry, and sorts. Compiled, it is one pass over the entries, with no
@@ -116,3 +117,33 @@ def _compiled(width: int):
         return touched[:found].copy()
 
     return score_lists_of_width
+
+
+@numba.njit(cache=True, nogil=True)
+def row_group_maxima(similarities: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``(D, T)``: for each group of consecutive rows (a document's), the column-wise maximum of its rows.
+
+    One pass over ``similarities``; NumPy's ``maximum.reduceat`` over axis 0 takes about 30 times
+    longer on a ``(32768, 4800)`` block (the exact scan's), and it is most of the exact scan's time.
+
+    Args:
+        similarities: ``(R, T)`` float32, C-contiguous.
+        lengths: ``(D,)`` int64 rows per group, each >= 1, summing to ``R``.
+
+    Example::
+
+        >>> row_group_maxima(np.array([[1, 0], [0.5, 2], [3, 1]], np.float32), np.array([2, 1])).tolist()
+        [[1.0, 2.0], [3.0, 1.0]]
+    """
+    maxima = np.empty((len(lengths), similarities.shape[1]), similarities.dtype)
+    row = 0
+    for group in range(len(lengths)):
+        best = maxima[group]
+        best[:] = similarities[row]
+        for other in range(row + 1, row + lengths[group]):
+            values = similarities[other]
+            for column in range(len(best)):
+                if values[column] > best[column]:
+                    best[column] = values[column]
+        row += lengths[group]
+    return maxima
