@@ -30,7 +30,7 @@ from torch import Tensor
 
 from latepool.index.codec import RESIDUAL_BITS, Codec
 from latepool.index.kernels import row_group_maxima, score_lists
-from latepool.index.storage import Segment
+from latepool.index.storage import Segment, decode_values
 
 DEFAULT_CHUNK_ROWS = 32768
 
@@ -288,16 +288,19 @@ def _keep(
 def _rescore(
     found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, k: int, mapper=map
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of the documents in ``found`` (decoded from their segments, through ``mapper``), top-k."""
+    """Exact MaxSim of the documents in ``found``, top-k: their rows are read from each segment (through
+    ``mapper``), then decoded and scored all at once."""
 
-    def exact(item: tuple[SegmentView, np.ndarray, Tensor]) -> tuple[Tensor, Tensor]:
+    def read(item: tuple[SegmentView, np.ndarray, Tensor]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         view, documents, _ = item
         rows, lengths = document_rows(view.segment.offsets, documents)
-        vectors = view.segment.decode_rows(rows, codec)
-        scores = maxsim_rows(vectors, torch.from_numpy(lengths), query, torch.ones(len(query), 1))[:, 0]
-        return scores, torch.from_numpy(documents + view.base)
+        return view.segment.read_rows(rows), lengths
 
-    scored = list(mapper(exact, found))
-    all_scores, all_ordinals = torch.cat([s for s, _ in scored]), torch.cat([o for _, o in scored])
-    top = all_scores.topk(min(k, len(all_scores)))
-    return top.values, all_ordinals[top.indices]
+    read_back = list(mapper(read, found))
+    arrays = {name: np.concatenate([a[name] for a, _ in read_back]) for name in read_back[0][0]}
+    vectors = decode_values(arrays, found[0][0].segment.dtype, codec)
+    lengths = torch.from_numpy(np.concatenate([lengths for _, lengths in read_back]))
+    scores = maxsim_rows(vectors, lengths, query, torch.ones(len(query), 1))[:, 0]
+    ordinals = torch.from_numpy(np.concatenate([documents + view.base for view, documents, _ in found]))
+    top = scores.topk(min(k, len(scores)))
+    return top.values, ordinals[top.indices]

@@ -152,13 +152,17 @@ class Segment:
 
     def decode_rows(self, rows: np.ndarray | slice, codec: Codec | None) -> torch.Tensor:
         """The rows ``rows`` (document order: indices or a slice) as float32, read from the map and decoded."""
+        return decode_values(self.read_rows(rows), self.dtype, codec)
+
+    def read_rows(self, rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """What is stored of the rows ``rows`` (document order), as :func:`decode_values` takes it."""
         stored = rows if self.doc_rows is None else np.asarray(self.doc_rows[rows], dtype=np.int64)
         arrays = {"values": self.values[stored]}
         if self.ivf_offsets is not None:
             arrays["codes"] = np.searchsorted(self.ivf_offsets, stored, side="right") - 1
         if self.scales is not None:
             arrays["scales"] = self.scales[stored]
-        return decode_values(arrays, self.dtype, codec)
+        return arrays
 
     def documents(self, codec: Codec | None) -> list[torch.Tensor]:
         """Every document of the segment as a float32 ``(n_i, dim)`` tensor (decodes the whole segment)."""
