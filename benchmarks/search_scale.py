@@ -354,7 +354,7 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="Only build (and --keep) the indexes.")
     parser.add_argument(
         "--settings",
-        default="8:256,16:256,32:256,48:256,64:256,32:512",
+        default="16:256,32:256,32:1024,48:1024,64:512,64:1024,64:2048",
         help="nprobe:candidates pairs whose latency and recall are also measured (the recall-latency curve).",
     )
     parser.add_argument("--measure", nargs="+", type=Path, help=argparse.SUPPRESS)

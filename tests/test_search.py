@@ -11,7 +11,7 @@ import torch
 import latepool.index.index as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
-from latepool.index.search import SegmentView, _keep, _probe, _probe_segment, maxsim_rows
+from latepool.index.search import SegmentView, _keep, _probe, _probe_segment, maxsim_rows, merge_tokens
 from latepool.index.storage import read_segment, write_segment
 from test_codec import SETTINGS, clustered_vectors
 
@@ -46,6 +46,35 @@ def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype:
     exact = maxsim_rows(torch.cat(decoded), lengths, query, torch.ones(len(query), 1))[:, 0]
     assert found.tolist() == [d for d in range(segment.count) if live[d]]
     assert scores.numpy() == pytest.approx(exact[found].numpy(), abs=1e-4)
+
+
+def test_repeated_query_tokens_probe_once_and_count_for_each_repeat(tmp_path: Path) -> None:
+    vectors = clustered_vectors(1500)
+    documents = documents_of(vectors, seed=2)
+    codec = Codec.train(vectors, num_centroids=32, bits=2)
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "residual2", codec)
+    segment = read_segment(tmp_path, "seg", "residual2", 32)
+    distinct = clustered_vectors(5, seed=6)
+    query = torch.cat([distinct, distinct[[0, 0, 3]]])  # like the mask tokens of query expansion
+    representatives, weights = merge_tokens(query)
+    assert representatives.tolist() == [0, 1, 2, 3, 4] and weights.tolist() == [3, 1, 1, 2, 1]
+    probe, base = _probe(codec, query, nprobe=32)
+    assert len(probe.cells) == 5  # each list is read once per distinct token
+    found, scores = _probe_segment(SegmentView(segment, np.ones(segment.count, dtype=bool), 0), probe, base)
+    decoded = segment.documents(codec)
+    lengths = torch.tensor([len(d) for d in decoded])
+    exact = maxsim_rows(torch.cat(decoded), lengths, query, torch.ones(len(query), 1))[:, 0]
+    assert scores.numpy() == pytest.approx(exact[found].numpy(), abs=1e-4)  # every repeat counted
+
+
+def test_near_duplicate_tokens_join_their_closest_representative() -> None:
+    generator = torch.Generator().manual_seed(0)
+    anchors = torch.nn.functional.normalize(torch.randn(4, 16, generator=generator), dim=1)
+    noisy = anchors[torch.tensor([2, 0, 2])] + 0.01 * torch.randn(3, 16, generator=generator)
+    query = torch.cat([anchors, noisy])
+    representatives, weights = merge_tokens(query)
+    assert representatives.tolist() == [0, 1, 2, 3] and weights.tolist() == [2, 1, 3, 1]
+    assert merge_tokens(query, similarity=1.01)[0].tolist() == list(range(7))  # nothing merged
 
 
 def test_a_narrow_probe_never_scores_above_its_imputed_bound(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from latepool.commands.common import add_model_option, add_qdrant_options
-from latepool.index.index import DEFAULT_NPROBE, DEFAULT_RESCORE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,10 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rescore; auto: exact on small indexes, candidates on large ones.",
     )
     parser.add_argument(
-        "--nprobe", type=int, default=DEFAULT_NPROBE, help="Centroids probed per query token (candidates)."
+        "--nprobe",
+        type=int,
+        default=None,
+        help="Centroids probed per query token (candidates; default: a 1,024th of the centroids, at least 32).",
     )
     parser.add_argument(
-        "--rescore", type=int, default=DEFAULT_RESCORE, help="Candidates scored exactly per query (candidates)."
+        "--rescore",
+        type=int,
+        default=None,
+        help="Candidates scored exactly per query (candidates; default: a 1,000th of the documents, at least 256).",
     )
     add_qdrant_options(parser, required=False)
     parser.add_argument(
