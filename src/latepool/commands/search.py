@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--nprobe",
         type=int,
         default=None,
-        help="Centroids probed per query token (candidates; default: a 1,024th of the centroids, at least 32).",
+        help="Centroids probed per query token (candidates; default: a 512th of the centroids, at least 64).",
     )
     parser.add_argument(
         "--rescore",
