@@ -499,9 +499,10 @@ def default_search(centroids: int, documents: int) -> tuple[int, int]:
 
     ``nprobe`` is a 512th of the centroids and ``rescore`` a 1,000th of the documents, at least
     :data:`MIN_NPROBE` and :data:`MIN_RESCORE`. On ``benchmarks/search_scale.py`` (2 cores, 100 real
-    queries): at 10k documents (16,384 centroids) nprobe 64 finds 0.977 of the exact top 10 against
-    0.939 for 32, at the same 8 ms; at 100k (32,768), 0.967 against 0.945; at 1M (65,536) nprobe
-    128 with 1,000 rescored finds 0.933 in about 80 ms, where 64 finds 0.843 in about 70.
+    queries, median ms per query): at 10k documents (16,384 centroids) nprobe 64 finds 0.977 of the
+    exact top 10 in 10.3 ms, against 0.939 in 8.5 ms for 32; at 100k (32,768), 0.967 in 16.9 ms
+    against 0.945 in 14.9; at 1M (65,536) nprobe 128 with 1,000 rescored finds 0.932 in 91 ms, where
+    64 found 0.843 in 68.
 
     Example::
 

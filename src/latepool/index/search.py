@@ -232,8 +232,8 @@ def merge_tokens(query: Tensor, similarity: float = MERGE_SIMILARITY) -> tuple[T
     Each token joins the most similar earlier representative at cosine ``>= similarity``, or becomes
     one. The probe then scores each representative once, weighted by its group's size: half the
     rows to score, for recall@10 0.932 against 0.946 at 88 against 113 ms per query (1M documents,
-    nprobe 128, 1,000 rescored, one process); a deeper rescore buys the recall back for less (0.960
-    with 2,048). Only the probe is approximate: candidates are rescored with every token.
+    nprobe 128, 1,000 rescored, one process); with 2,048 rescored, merged, 0.960 in 128 ms. Only
+    the probe is approximate: candidates are rescored with every token.
 
     Returns:
         ``(representatives, weights)``: the representatives' positions in ``query`` and, as float32,
