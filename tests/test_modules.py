@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,3 +112,14 @@ def test_colbert_facade_matches_multi_vector_encoder(tiny_pylate_dir) -> None:
     assert all(np.allclose(a, b.numpy(), atol=1e-6) for a, b in zip(sklearn_pooled, reference))
     single = facade.encode(TEXTS[0], is_query=False, pool_factor=2, pool_method="span")
     assert single.ndim == 2
+
+
+def test_searching_and_pooling_do_not_import_sentence_transformers_until_a_module_is_asked_for() -> None:
+    script = (
+        "import sys, latepool, latepool.index, latepool.pooling\n"
+        "heavy = [m for m in ('sentence_transformers', 'transformers', 'scipy.cluster') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert latepool.KMeansTokenPooling.__module__ == 'latepool.pooling.modules'\n"
+        "assert 'sentence_transformers' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)

@@ -7,13 +7,23 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
+from typing import TYPE_CHECKING, Any
+
 from latepool.index import Index
-from latepool.pooling import (
-    HierarchicalTokenPooling,
-    KMeansTokenPooling,
-    SpanTokenPooling,
-    pool_documents,
-)
+from latepool.pooling import pool_documents
+
+if TYPE_CHECKING:
+    from latepool.pooling import HierarchicalTokenPooling, KMeansTokenPooling, SpanTokenPooling
+
+
+def __getattr__(name: str) -> Any:
+    """The token-pooling modules, imported with sentence-transformers on first use (see ``latepool.pooling``)."""
+    if name in ("HierarchicalTokenPooling", "KMeansTokenPooling", "SpanTokenPooling"):
+        import latepool.pooling
+
+        return getattr(latepool.pooling, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Index",

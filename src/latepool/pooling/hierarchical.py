@@ -13,8 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.cluster.hierarchy import fcluster
-from scipy.spatial.distance import squareform
 from torch import Tensor
 
 _DISTANCE_CHUNK = 64  # documents per batched distance product
@@ -43,6 +41,9 @@ def ward_labels(points: Tensor, num_clusters: int) -> np.ndarray:
     Returns:
         ``(n,)`` int64 labels in ``[0, k')`` with ``k' <= k`` (fewer only on exact ties).
     """
+    from scipy.cluster.hierarchy import fcluster  # imported here: searching an index never needs scipy
+    from scipy.spatial.distance import squareform
+
     distances = (1 - points @ points.T).clamp_(0, 2).numpy()
     linkage = ward_linkage()(squareform(distances, checks=False), method="ward")
     labels = fcluster(linkage, t=num_clusters, criterion="maxclust") - 1
