@@ -11,6 +11,7 @@ import torch
 import latepool.index.index as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
+from latepool.index.kernels import row_block_cells, row_cells
 from latepool.index.search import SegmentView, _keep, _probe, _probe_segment, maxsim_rows, merge_tokens
 from latepool.index.storage import read_segment, write_segment
 from test_codec import SETTINGS, clustered_vectors
@@ -46,6 +47,16 @@ def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype:
     exact = maxsim_rows(torch.cat(decoded), lengths, query, torch.ones(len(query), 1))[:, 0]
     assert found.tolist() == [d for d in range(segment.count) if live[d]]
     assert scores.numpy() == pytest.approx(exact[found].numpy(), abs=1e-4)
+
+
+def test_row_cells_find_each_rows_list_across_empty_and_long_lists() -> None:
+    sizes = np.random.default_rng(0).choice([0, 0, 1, 5, 63, 64, 65, 200], size=300)
+    ivf_offsets = np.concatenate([[0], np.cumsum(sizes)])
+    rows = int(ivf_offsets[-1])
+    stored = np.random.default_rng(1).permutation(rows)
+    cells = row_cells(stored, ivf_offsets, row_block_cells(ivf_offsets, rows))
+    assert cells.tolist() == (np.searchsorted(ivf_offsets, stored, side="right") - 1).tolist()
+    assert (sizes[cells] > 0).all()
 
 
 def test_repeated_query_tokens_probe_once_and_count_for_each_repeat(tmp_path: Path) -> None:

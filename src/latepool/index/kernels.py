@@ -1,5 +1,5 @@
-"""The compiled inner loops of search (numba): scoring the rows of the probed inverted lists, and the
-per-document maxima of a block of similarities.
+"""The compiled inner loops of search (numba): scoring the rows of the probed inverted lists, finding
+the inverted list of stored rows, and the per-document maxima of a block of similarities.
 
 It walks memory-mapped arrays row by row, which NumPy could only do through temporaries of one
 float per query token and list entry, and sorts. Compiled, it is one pass over the entries, with no
@@ -9,7 +9,10 @@ are scored on parallel threads.
 The residual width (bytes per row) is compiled in as a constant, so the byte loop unrolls into
 four independent sums of table lookups: 1.13 times faster than a loop over a width read from the
 array (24.4 against 27.6 ns per row and token, single-threaded, nprobe 32, on the 1M-document index
-of ``benchmarks/search_scale.py``, in one process).
+of ``benchmarks/search_scale.py``, in one process). Each row then updates its document without a
+branch (the two numbers a document keeps side by side, deleted documents dropped at the end): on
+that index, single-threaded, nprobe 128, 63 against 91 ms per query over its 16 segments (17.5
+against 25 ns per row and token; the table lookups alone take about 6.5).
 The first call for a width in a process compiles it (about a second); the machine code is cached
 next to this file when that directory is writable, and later processes load it.
 """
@@ -52,7 +55,7 @@ def score_lists(
         gains: ``(count,)`` float32 zeros, accumulated in place.
 
     Returns:
-        int32 positions of the documents found, in the order they were first found.
+        int32 positions of the live documents found, ascending.
 
     Example::
 
@@ -75,20 +78,15 @@ def _compiled(width: int):
     @numba.njit(cache=True, nogil=True)
     def score_lists_of_width(cells, cell_scores, floors, ivf_offsets, row_docs, residuals, lut, live, gains):
         count = len(live)
-        best = np.empty(count, np.float32)
-        stamp = np.full(count, -1, np.int32)
-        touched = np.empty(count, np.int32)
-        token_documents = np.empty(count, np.int32)
-        found = 0
+        state = np.empty((count, 2), np.float32)  # per document: the last token that found it, its best score
+        state[:, 0] = -1.0
+        token_documents = np.empty(count + 1, np.int32)
         for token in range(cells.shape[0]):
             table = lut[token]
             seen = 0
             for j in range(cells.shape[1]):
-                cell = cells[token, j]
+                cell, cell_score = cells[token, j], cell_scores[token, j]
                 for row in range(ivf_offsets[cell], ivf_offsets[cell + 1]):
-                    document = row_docs[row]
-                    if not live[document]:
-                        continue
                     packed = residuals[row]
                     s0 = s1 = s2 = s3 = np.float32(0.0)  # four independent sums of lookups
                     for quad in range(quads):
@@ -99,24 +97,72 @@ def _compiled(width: int):
                         s3 += table[at + 768 + packed[4 * quad + 3]]
                     for byte in range(4 * quads, width):
                         s0 += table[256 * byte + packed[byte]]
-                    score = cell_scores[token, j] + ((s0 + s1) + (s2 + s3))
-                    if stamp[document] != token:
-                        if stamp[document] == -1:
-                            touched[found] = document
-                            found += 1
-                        stamp[document] = token
-                        best[document] = score
-                        token_documents[seen] = document
-                        seen += 1
-                    elif score > best[document]:
-                        best[document] = score
+                    score = cell_score + ((s0 + s1) + (s2 + s3))
+                    # no branch: a document seen first by this token takes the score, else the larger
+                    document = row_docs[row]
+                    fresh = state[document, 0] != token
+                    best = state[document, 1]
+                    state[document, 1] = score if fresh or score > best else best
+                    state[document, 0] = token
+                    token_documents[seen] = document
+                    seen += fresh
             for i in range(seen):
-                gain = best[token_documents[i]] - floors[token]
-                if gain > 0:
-                    gains[token_documents[i]] += gain
-        return touched[:found].copy()
+                document = token_documents[i]
+                gains[document] += max(state[document, 1] - floors[token], np.float32(0.0))
+        found = 0
+        for document in range(count):  # deleted documents are scored like the others, and dropped here
+            if state[document, 0] >= 0 and live[document]:
+                token_documents[found] = document
+                found += 1
+        return token_documents[:found].copy()
 
     return score_lists_of_width
+
+
+ROW_BLOCK = 64  # rows per entry of a segment's row-block table (see row_block_cells)
+
+
+def row_block_cells(ivf_offsets: np.ndarray, rows: int) -> np.ndarray:
+    """``(ceil(rows / ROW_BLOCK),)`` int32: the inverted list holding the first row of each block of rows.
+
+    With it, :func:`row_cells` finds a stored row's list in one or two steps instead of a binary search
+    of ``ivf_offsets`` (a list holds about a block of a segment's rows at the default centroid count).
+
+    Example::
+
+        >>> row_block_cells(np.array([0, 70, 70, 130]), 130).tolist()
+        [0, 0, 2]
+    """
+    return (np.searchsorted(ivf_offsets, np.arange(0, rows, ROW_BLOCK), side="right") - 1).astype(np.int32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell_of(row, ivf_offsets, block_cells):
+    cell = block_cells[row // ROW_BLOCK]
+    while ivf_offsets[cell + 1] <= row:
+        cell += 1
+    return cell
+
+
+@numba.njit(cache=True, nogil=True)
+def row_cells(stored: np.ndarray, ivf_offsets: np.ndarray, block_cells: np.ndarray) -> np.ndarray:
+    """``(len(stored),)`` int64: the inverted list (centroid) of each stored row.
+
+    Args:
+        stored: Stored row positions, in any order.
+        ivf_offsets: ``(C + 1,)`` the lists' row offsets.
+        block_cells: :func:`row_block_cells` of ``ivf_offsets``.
+
+    Example::
+
+        >>> offsets = np.array([0, 70, 70, 130])
+        >>> row_cells(np.array([129, 0, 69, 70]), offsets, row_block_cells(offsets, 130)).tolist()
+        [2, 0, 0, 2]
+    """
+    cells = np.empty(len(stored), np.int64)
+    for i in range(len(stored)):
+        cells[i] = _cell_of(stored[i], ivf_offsets, block_cells)
+    return cells
 
 
 @numba.njit(cache=True, nogil=True)

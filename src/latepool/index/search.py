@@ -30,7 +30,7 @@ from torch import Tensor
 
 from latepool.index.codec import RESIDUAL_BITS, Codec
 from latepool.index.kernels import row_group_maxima, score_lists
-from latepool.index.storage import Segment, decode_values
+from latepool.index.storage import Segment
 
 DEFAULT_CHUNK_ROWS = 32768
 
@@ -330,19 +330,17 @@ def _keep(
 def _rescore(
     found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, k: int, mapper=map
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of the documents in ``found``, top-k: their rows are read from each segment (through
-    ``mapper``), then decoded and scored all at once."""
+    """Exact MaxSim of the documents in ``found``, top-k: each segment's documents are read, decoded and
+    scored on their own, through ``mapper`` (on the 1M-document scale index, 2,048 candidates over two
+    threads: 22 to 26 ms, against 38 ms when the threads only read and one decoded and scored all)."""
+    tokens, owners = query.float(), torch.ones(len(query), 1)
 
-    def read(item: tuple[SegmentView, np.ndarray, Tensor]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        view, documents, _ = item
-        rows, lengths = document_rows(view.segment.offsets, documents)
-        return view.segment.read_rows(rows), lengths
+    def score(item: tuple[SegmentView, np.ndarray, Tensor]) -> Tensor:
+        segment, documents = item[0].segment, item[1]
+        rows, lengths = document_rows(segment.offsets, documents)
+        return maxsim_rows(segment.decode_rows(rows, codec), torch.from_numpy(lengths), tokens, owners)[:, 0]
 
-    read_back = list(mapper(read, found))
-    arrays = {name: np.concatenate([a[name] for a, _ in read_back]) for name in read_back[0][0]}
-    vectors = decode_values(arrays, found[0][0].segment.dtype, codec)
-    lengths = torch.from_numpy(np.concatenate([lengths for _, lengths in read_back]))
-    scores = maxsim_rows(vectors, lengths, query, torch.ones(len(query), 1))[:, 0]
+    scores = torch.cat(list(mapper(score, found)))
     ordinals = torch.from_numpy(np.concatenate([documents + view.base for view, documents, _ in found]))
     top = scores.topk(min(k, len(scores)))
     return top.values, ordinals[top.indices]

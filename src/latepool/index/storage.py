@@ -32,6 +32,7 @@ temporary directory and renamed into place the same way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 
 from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.index.kernels import row_block_cells, row_cells
 
 FORMAT_VERSION = 3
 DTYPES = ("float16", "int8", *RESIDUAL_BITS)
@@ -159,10 +161,15 @@ class Segment:
         stored = rows if self.doc_rows is None else np.asarray(self.doc_rows[rows], dtype=np.int64)
         arrays = {"values": self.values[stored]}
         if self.ivf_offsets is not None:
-            arrays["codes"] = np.searchsorted(self.ivf_offsets, stored, side="right") - 1
+            arrays["codes"] = row_cells(stored, np.asarray(self.ivf_offsets), self.block_cells)
         if self.scales is not None:
             arrays["scales"] = self.scales[stored]
         return arrays
+
+    @functools.cached_property
+    def block_cells(self) -> np.ndarray:
+        """The inverted list of each block of stored rows (:func:`~latepool.index.kernels.row_block_cells`)."""
+        return row_block_cells(np.asarray(self.ivf_offsets), self.rows)
 
     def documents(self, codec: Codec | None) -> list[torch.Tensor]:
         """Every document of the segment as a float32 ``(n_i, dim)`` tensor (decodes the whole segment)."""
