@@ -39,10 +39,8 @@ import torch
 from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.data import load_dataset
 from latepool.evaluation.metrics import mean_metrics
-from latepool.evaluation.sweep import encode_dataset
 from latepool.index import Hit, Index
 from latepool.index.codec import default_num_centroids
-from latepool.models import load_model
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
 
@@ -60,6 +58,11 @@ SETTINGS = {
 
 def real_collections(cache_dir: Path, queries_per_collection: int):
     """Pooled real documents (ids prefixed by collection), query embeddings and qrels."""
+    # imported here, not at the top: the measuring child process searches only, as a search service
+    # would, so its peak RSS holds no model and no sentence-transformers
+    from latepool.evaluation.sweep import encode_dataset
+    from latepool.models import load_model
+
     model = load_model("minilm", device="cpu")
     ids, documents, query_ids, queries, qrels = [], [], [], [], {}
     for name in COLLECTIONS:
