@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rescore",
         type=int,
         default=None,
-        help="Candidates scored exactly per query (candidates; default: a 1,000th of the documents, at least 256).",
+        help="Candidates scored exactly per query (candidates; default: 1.5 per thousand documents, at least 256).",
     )
     add_qdrant_options(parser, required=False)
     parser.add_argument(

@@ -497,19 +497,18 @@ class Index:
 def default_search(centroids: int, documents: int) -> tuple[int, int]:
     """The candidate stage's ``(nprobe, rescore)`` when the caller gives none: both grow with the index.
 
-    ``nprobe`` is a 512th of the centroids and ``rescore`` a 1,000th of the documents, at least
+    ``nprobe`` is a 512th of the centroids and ``rescore`` 1.5 per thousand documents, at least
     :data:`MIN_NPROBE` and :data:`MIN_RESCORE`. On ``benchmarks/search_scale.py`` (2 cores, 100 real
     queries, median ms per query): at 10k documents (16,384 centroids) nprobe 64 finds 0.977 of the
-    exact top 10 in 10.3 ms, against 0.939 in 8.5 ms for 32; at 100k (32,768), 0.967 in 16.9 ms
-    against 0.945 in 14.9; at 1M (65,536) nprobe 128 with 1,000 rescored finds 0.932 in 91 ms, where
-    64 found 0.843 in 68.
+    exact top 10 in 7.8 ms, against 0.939 in 7.4 ms for 32; at 1M (65,536) nprobe 128 finds 0.957
+    with 1,536 rescored in 60 ms, 0.933 with 1,024 in 54 ms, and nprobe 96 0.921 in 52 ms.
 
     Example::
 
         >>> default_search(16384, 10_000), default_search(65536, 1_000_000)
-        ((64, 256), (128, 1000))
+        ((64, 256), (128, 1500))
     """
-    return max(MIN_NPROBE, centroids // 512), max(MIN_RESCORE, documents // 1000)
+    return max(MIN_NPROBE, centroids // 512), max(MIN_RESCORE, documents * 3 // 2000)
 
 
 def _read(root: Path, name: str, manifest: dict[str, Any]) -> Segment:
