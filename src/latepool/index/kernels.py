@@ -12,7 +12,7 @@ array (24.4 against 27.6 ns per row and token, single-threaded, nprobe 32, on th
 of ``benchmarks/search_scale.py``, in one process). A row then only raises its document's best
 score for the token (no branch, no bookkeeping of which documents the token saw); at the end of
 each token one vectorized pass over the segment's documents adds the gains and resets the scores:
-on that index, nprobe 128, 16 segments, same process, queries rotating the order, 50.7 against
+on that index, nprobe 128, its 20 segments, same process, queries rotating the order, 50.7 against
 61.8 ms single-threaded and 30.1 against 37.2 ms on two threads, against keeping per document the
 last token that saw it and per token the list of documents it saw (the table lookups alone take
 about 6.5 ns per row and token).
