@@ -500,8 +500,8 @@ def default_search(centroids: int, documents: int) -> tuple[int, int]:
     ``nprobe`` is a 512th of the centroids and ``rescore`` 1.5 per thousand documents, at least
     :data:`MIN_NPROBE` and :data:`MIN_RESCORE`. On ``benchmarks/search_scale.py`` (2 cores, 100 real
     queries, median ms per query): at 10k documents (16,384 centroids) nprobe 64 finds 0.977 of the
-    exact top 10 in 7.8 ms, against 0.939 in 7.4 ms for 32; at 1M (65,536) nprobe 128 finds 0.957
-    with 1,536 rescored in 60 ms, 0.933 with 1,024 in 54 ms, and nprobe 96 0.921 in 52 ms.
+    exact top 10 in 7.8 ms (nprobe 32: 0.939 in 9.0 ms); at 1M (65,536) nprobe 128 finds 0.957 with
+    1,536 rescored in 53.4 ms, 0.933 with 1,024 in 49.7 ms, and nprobe 96 0.921 in 52.7 ms.
 
     Example::
 
