@@ -303,9 +303,9 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | No
         view.live,
         gains,
     )
-    if keep is not None and len(found) > keep:
-        found = found[np.argpartition(gains[found], len(found) - keep)[len(found) - keep :]]
-    documents = np.sort(found).astype(np.int64)
+    if keep is not None and len(found) > keep:  # the kernel's ascending order is lost here, so sorted again
+        found = np.sort(found[np.argpartition(gains[found], len(found) - keep)[len(found) - keep :]])
+    documents = found.astype(np.int64)
     return documents, torch.from_numpy(gains[documents] + base)
 
 
