@@ -187,7 +187,7 @@ def test_keeping_each_segments_best_keeps_the_best_of_all_segments(tmp_path: Pat
     assert len(snapshot.views) >= 3
     for seed in range(40, 45):
         query = clustered_vectors(5, seed=seed)
-        probe, base = _probe(snapshot.codec, query, nprobe=6)
+        probe, base = _probe(snapshot.codec, query, nprobe=24)
         everything = [(view, *_probe_segment(view, probe, base)) for view in snapshot.views]
         pruned = [(view, *_probe_segment(view, probe, base, keep=12)) for view in snapshot.views]
         assert all(len(documents) <= 12 for _, documents, _ in pruned)
