@@ -12,7 +12,16 @@ import latepool.index.index as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
 from latepool.index.kernels import row_block_cells, row_cells
-from latepool.index.search import SegmentView, _keep, _probe, _probe_segment, maxsim_rows, merge_tokens
+from latepool.index.search import (
+    SegmentView,
+    _keep,
+    _Probe,
+    _probe,
+    _probe_segment,
+    maxsim_rows,
+    merge_tokens,
+    probe_counts,
+)
 from latepool.index.storage import read_segment, write_segment
 from test_codec import SETTINGS, clustered_vectors
 
@@ -76,6 +85,35 @@ def test_repeated_query_tokens_probe_once_and_count_for_each_repeat(tmp_path: Pa
     lengths = torch.tensor([len(d) for d in decoded])
     exact = maxsim_rows(torch.cat(decoded), lengths, query, torch.ones(len(query), 1))[:, 0]
     assert scores.numpy() == pytest.approx(exact[found].numpy(), abs=1e-4)  # every repeat counted
+
+
+def test_heavier_tokens_probe_more_lists_and_each_scores_as_if_probed_alone(tmp_path: Path) -> None:
+    vectors = clustered_vectors(1500)
+    documents = documents_of(vectors, seed=3)
+    codec = Codec.train(vectors, num_centroids=32, bits=2)
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "residual2", codec)
+    segment = read_segment(tmp_path, "seg", "residual2", 32)
+    view = SegmentView(segment, np.ones(segment.count, dtype=bool), 0)
+    distinct = clustered_vectors(4, seed=8)
+    query = torch.cat([distinct, distinct[[2] * 6]])  # token 2 stands for 7
+    probe, base = _probe(codec, query, nprobe=6)
+    counts = (probe.cells >= 0).sum(axis=1)
+    assert counts.tolist() == probe_counts(torch.tensor([1.0, 1.0, 7.0, 1.0]), 6, 32).tolist()
+    assert counts[2] > counts[0] and abs(int(counts.sum()) - 6 * 4) <= 2  # the same lists read in all
+    found, scores = _probe_segment(view, probe, base)
+    alone = np.zeros(segment.count, dtype=np.float32)
+    for token, count in enumerate(counts.tolist()):  # each token probed on its own, no padding
+        own = _Probe(
+            probe.cells[token : token + 1, :count],
+            probe.cell_scores[token : token + 1, :count],
+            probe.floors[token : token + 1],
+            probe.lut[token : token + 1],
+        )
+        documents, own_scores = _probe_segment(view, own, float(own.floors.sum()))
+        alone[documents] += own_scores.numpy() - float(own.floors.sum())
+    assert found.tolist() == np.flatnonzero(alone > 0).tolist()
+    assert scores.numpy() == pytest.approx(alone[found] + base, abs=1e-4)
+    assert probe_counts(torch.tensor([1.0, 9.0]), 32, 32).tolist() == [32, 32]  # nprobe >= centroids: every list
 
 
 def test_near_duplicate_tokens_join_their_closest_representative() -> None:

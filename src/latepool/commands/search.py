@@ -30,13 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--nprobe",
         type=int,
         default=None,
-        help="Centroids probed per query token (candidates; default: a 512th of the centroids, at least 64).",
+        help="Centroids probed per distinct query token on average, tokens standing for more probing more "
+        "(candidates; default: 3 per 2,048 centroids, at least 64).",
     )
     parser.add_argument(
         "--rescore",
         type=int,
         default=None,
-        help="Candidates scored exactly per query (candidates; default: 1.5 per thousand documents, at least 256).",
+        help="Candidates scored exactly per query (candidates; default: 1.2 per thousand documents, at least 256).",
     )
     add_qdrant_options(parser, required=False)
     parser.add_argument(

@@ -334,7 +334,8 @@ class Index:
             candidates: Use the candidate stage (inverted lists, then exact MaxSim of the best
                 ``rescore``); False scans exactly; None (default) chooses: exact below
                 :data:`EXACT_BELOW_VECTORS` live vectors or without inverted lists, candidates above.
-            nprobe: Centroids probed per query token (default: by the index's size, :func:`default_search`).
+            nprobe: Centroids probed per distinct query token, on average (see
+                :func:`~latepool.index.search.probe_counts`; default: by the index's size, :func:`default_search`).
             rescore: Candidates scored exactly per query, at least ``k`` (default: :func:`default_search`).
 
         Returns:
@@ -497,18 +498,20 @@ class Index:
 def default_search(centroids: int, documents: int) -> tuple[int, int]:
     """The candidate stage's ``(nprobe, rescore)`` when the caller gives none: both grow with the index.
 
-    ``nprobe`` is a 512th of the centroids and ``rescore`` 1.5 per thousand documents, at least
+    ``nprobe`` is 3 per 2,048 centroids and ``rescore`` 1.2 per thousand documents, at least
     :data:`MIN_NPROBE` and :data:`MIN_RESCORE`. On ``benchmarks/search_scale.py`` (2 cores, 100 real
-    queries, median ms per query): at 10k documents (16,384 centroids) nprobe 64 finds 0.977 of the
-    exact top 10 in 7.8 ms (nprobe 32: 0.939 in 9.0 ms); at 1M (65,536) nprobe 128 finds 0.957 with
-    1,536 rescored in 53.4 ms, 0.933 with 1,024 in 49.7 ms, and nprobe 96 0.921 in 52.7 ms.
+    queries, median ms per query, settings side by side in one process): at 10k documents (16,384
+    centroids) nprobe 64 finds 0.989 of the exact top 10 in 11.7 ms (nprobe 32: 0.965 in 10.7 ms); at
+    100k (32,768) 0.969 in 12.3 ms; at 1M (65,536) nprobe 96 finds 0.956 with 1,200 rescored in 46.7
+    ms, 0.968 with 1,500 in 51.3 ms and 0.950 with 1,024 in 45.6 ms (nprobe 128 for every token, as
+    before :func:`~latepool.index.search.probe_counts`: 0.956 with 1,500 in 57.8 ms).
 
     Example::
 
         >>> default_search(16384, 10_000), default_search(65536, 1_000_000)
-        ((64, 256), (128, 1500))
+        ((64, 256), (96, 1200))
     """
-    return max(MIN_NPROBE, centroids // 512), max(MIN_RESCORE, documents * 3 // 2000)
+    return max(MIN_NPROBE, centroids * 3 // 2048), max(MIN_RESCORE, documents * 3 // 2500)
 
 
 def _read(root: Path, name: str, manifest: dict[str, Any]) -> Segment:

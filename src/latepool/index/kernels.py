@@ -49,7 +49,8 @@ def score_lists(
     summed over the row's residual bytes ``j`` (no residual bytes: the centroid's score alone).
 
     Args:
-        cells: ``(T, nprobe)`` int64 centroids probed by each query token.
+        cells: ``(T, nprobe)`` int64 centroids probed by each query token; a token that probes fewer
+            ends its row with -1.
         cell_scores: ``(T, nprobe)`` float32 score of each probed centroid for its token.
         floors: ``(T,)`` float32 score a token gives a document it does not find.
         ivf_offsets: ``(C + 1,)`` int64: centroid ``c``'s rows are the stored rows
@@ -91,6 +92,8 @@ def _compiled(width: int):
             table = lut[token]
             for j in range(cells.shape[1]):
                 cell, cell_score = cells[token, j], cell_scores[token, j]
+                if cell < 0:  # the token probes fewer lists than the widest
+                    break
                 for row in range(ivf_offsets[cell], ivf_offsets[cell + 1]):
                     packed = residuals[row]
                     s0 = s1 = s2 = s3 = np.float32(0.0)  # four independent sums of lookups
