@@ -360,7 +360,7 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="Only build (and --keep) the indexes.")
     parser.add_argument(
         "--settings",
-        default="32:256,64:256,64:512,64:1024,128:1024,128:2048,256:4096",
+        default="32:256,64:256,64:1024,96:1024,96:1200,96:1500,128:1536,128:2048,192:2048,256:4096",
         help="nprobe:candidates pairs whose latency and recall are also measured (the recall-latency curve).",
     )
     parser.add_argument("--measure", nargs="+", type=Path, help=argparse.SUPPRESS)
