@@ -22,7 +22,7 @@ from latepool.index.search import (
     merge_tokens,
     probe_counts,
 )
-from latepool.index.storage import read_segment, write_segment
+from latepool.index.storage import Segment, read_segment, write_segment
 from test_codec import SETTINGS, clustered_vectors
 
 
@@ -36,16 +36,21 @@ def documents_of(vectors: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     return list(vectors.split(lengths))
 
 
-@pytest.mark.parametrize(
-    "dtype,bits,dim",  # residual bytes per row: 16, 8, 4, and 6 and 3 (not whole groups of four)
-    [("residual4", 4, 32), ("residual2", 2, 32), ("residual1", 1, 32), ("residual2", 2, 24), ("residual1", 1, 24)],
-)
-def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype: str, bits: int, dim: int) -> None:
+def coded_segment(tmp_path: Path, seed: int = 0, bits: int = 2, dim: int = 32) -> tuple[Codec, Segment]:
+    """A residual-coded segment of 1,500 clustered vectors (documents of 1-9 rows, split under ``seed``), its codec."""
     vectors = clustered_vectors(1500, dim=dim)
-    documents = documents_of(vectors)
+    documents = documents_of(vectors, seed=seed)
     codec = Codec.train(vectors, num_centroids=32, bits=bits)
-    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, dtype, codec)
-    segment = read_segment(tmp_path, "seg", dtype, dim)
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, f"residual{bits}", codec)
+    return codec, read_segment(tmp_path, "seg", f"residual{bits}", dim)
+
+
+@pytest.mark.parametrize(
+    "bits,dim",  # residual bytes per row: 16, 8, 4, and 6 and 3 (not whole groups of four)
+    [(4, 32), (2, 32), (1, 32), (2, 24), (1, 24)],
+)
+def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, bits: int, dim: int) -> None:
+    codec, segment = coded_segment(tmp_path, bits=bits, dim=dim)
     live = np.ones(segment.count, dtype=bool)
     live[[3, 7]] = False
     query = clustered_vectors(6, dim=dim, seed=4)
@@ -69,11 +74,7 @@ def test_row_cells_find_each_rows_list_across_empty_and_long_lists() -> None:
 
 
 def test_repeated_query_tokens_probe_once_and_count_for_each_repeat(tmp_path: Path) -> None:
-    vectors = clustered_vectors(1500)
-    documents = documents_of(vectors, seed=2)
-    codec = Codec.train(vectors, num_centroids=32, bits=2)
-    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "residual2", codec)
-    segment = read_segment(tmp_path, "seg", "residual2", 32)
+    codec, segment = coded_segment(tmp_path, seed=2)
     distinct = clustered_vectors(5, seed=6)
     query = torch.cat([distinct, distinct[[0, 0, 3]]])  # like the mask tokens of query expansion
     representatives, weights = merge_tokens(query)
@@ -88,11 +89,7 @@ def test_repeated_query_tokens_probe_once_and_count_for_each_repeat(tmp_path: Pa
 
 
 def test_heavier_tokens_probe_more_lists_and_each_scores_as_if_probed_alone(tmp_path: Path) -> None:
-    vectors = clustered_vectors(1500)
-    documents = documents_of(vectors, seed=3)
-    codec = Codec.train(vectors, num_centroids=32, bits=2)
-    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "residual2", codec)
-    segment = read_segment(tmp_path, "seg", "residual2", 32)
+    codec, segment = coded_segment(tmp_path, seed=3)
     view = SegmentView(segment, np.ones(segment.count, dtype=bool), 0)
     distinct = clustered_vectors(4, seed=8)
     query = torch.cat([distinct, distinct[[2] * 6]])  # token 2 stands for 7
@@ -127,11 +124,7 @@ def test_near_duplicate_tokens_join_their_closest_representative() -> None:
 
 
 def test_a_narrow_probe_never_scores_above_its_imputed_bound(tmp_path: Path) -> None:
-    vectors = clustered_vectors(1500)
-    documents = documents_of(vectors, seed=1)
-    codec = Codec.train(vectors, num_centroids=32, bits=2)
-    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, "residual2", codec)
-    segment = read_segment(tmp_path, "seg", "residual2", 32)
+    codec, segment = coded_segment(tmp_path, seed=1)
     query = clustered_vectors(6, seed=5)
     probe, base = _probe(codec, query, nprobe=2)
     found, scores = _probe_segment(SegmentView(segment, np.ones(segment.count, dtype=bool), 0), probe, base)
