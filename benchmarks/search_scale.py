@@ -239,8 +239,12 @@ def percentile_95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))]
 
 
+EDGE_PREFETCH_CURVE = (1000, 0)  # Qdrant Edge's other settings: deeper prefetches, and 0, its exact MaxSim scan
+
+
 def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> dict:
-    """Runs in a fresh process: a Qdrant Edge shard of the same documents, prefetch 100 then MaxSim."""
+    """Runs in a fresh process: a Qdrant Edge shard of the same documents, prefetch 100 then MaxSim (and
+    the :data:`EDGE_PREFETCH_CURVE` settings, for its latency at higher recall)."""
     from qdrant_edge import EdgeShard
 
     from latepool.index.qdrant import export_edge, search_edge
@@ -256,15 +260,16 @@ def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> d
     started = time.perf_counter()
     shard = EdgeShard.load(str(shard_dir))
     open_s = time.perf_counter() - started
-    latencies, hits = [], []
-    for query in queries:
-        started = time.perf_counter()
-        hits.append([int(h.id) for h in search_edge(shard, [query], 10, prefetch=100)[0]])
-        latencies.append((time.perf_counter() - started) * 1000)
+    latencies, hits = edge_timed(shard, queries, 100)
     started = time.perf_counter()
     search_edge(shard, queries, 10, prefetch=100)
     batched = (time.perf_counter() - started) * 1000 / len(queries)
+    curve = {}
+    for prefetch in EDGE_PREFETCH_CURVE:
+        ms, got = edge_timed(shard, queries, prefetch)
+        curve[str(prefetch)] = {"median_ms": statistics.median(ms), "p95_ms": percentile_95(ms), "hits": got}
     return {
+        "curve": curve,
         "build_s": build_s,
         "open_s": open_s,
         "bytes": directory_bytes(shard_dir),
@@ -274,6 +279,18 @@ def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> d
         "peak_rss_bytes": peak_rss_bytes(),
         "hits": hits,
     }
+
+
+def edge_timed(shard, queries: list[torch.Tensor], prefetch: int) -> tuple[list[float], list[list[int]]]:
+    """Milliseconds and top 10 (positions) of each query on a Qdrant Edge shard, one at a time."""
+    from latepool.index.qdrant import search_edge
+
+    latencies, hits = [], []
+    for query in queries:
+        started = time.perf_counter()
+        hits.append([int(h.id) for h in search_edge(shard, [query], 10, prefetch=prefetch or None)[0]])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies, hits
 
 
 FAST_PLAID_VENV = Path.home() / ".cache" / "latepool" / "fast-plaid-1.7.0.2110-venv"
@@ -331,6 +348,8 @@ def run_peers(
     for result in results.values():
         hits = [[ids[int(p)] for p in row] for row in result.pop("hits")]
         result["recall@10_float32"] = recall(hits, truth)
+        for point in result.get("curve", {}).values():
+            point["recall@10_float32"] = recall([[ids[int(p)] for p in row] for row in point.pop("hits")], truth)
     documents_file.unlink()
     return {"truth": truth, "peers": results}
 
@@ -433,6 +452,13 @@ def main() -> None:
                     f"(latepool {row['recall@10_float32']:.3f})",
                     flush=True,
                 )
+                for prefetch, point in peer.get("curve", {}).items():
+                    print(
+                        f"{'':>8} {name:>12} | prefetch {prefetch} (0: exact scan) | single p50 "
+                        f"{point['median_ms']:.1f} ms p95 {point['p95_ms']:.1f} ms | "
+                        f"recall@10 vs float32 exact {point['recall@10_float32']:.3f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
