@@ -213,9 +213,10 @@ def _probe(codec: Codec, query: Tensor, nprobe: int) -> tuple[_Probe, float]:
     width = int(counts.max())
     nearest = centroid_scores.topk(min(width + 1, total), dim=1)
     probed = torch.arange(width)[None, :] < counts[:, None]
-    # all probed: a floor under any row score (query tokens and vectors have norms <= 1)
-    unprobed = nearest.values.gather(1, counts.clamp(max=nearest.values.shape[1] - 1)[:, None])[:, 0]
-    floors = torch.where(counts < total, unprobed, nearest.values[:, -1] - 2.0)
+    # a token's floor is its best unprobed score; past the last centroid, one under any row score
+    # (query tokens and vectors have norms <= 1)
+    padded = torch.cat([nearest.values, nearest.values[:, -1:] - 2.0], dim=1)
+    floors = padded.gather(1, counts[:, None])[:, 0]
     # w * max(score - floor, 0) = max(w * score - w * floor, 0): a representative scores for its w tokens
     probe = _Probe(
         torch.where(probed, nearest.indices[:, :width], -1).numpy(),
