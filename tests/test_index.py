@@ -103,7 +103,7 @@ def _size(path: Path) -> int:
 def test_failed_build_keeps_the_previous_index(tmp_path: Path, monkeypatch) -> None:
     docs, ids = random_documents(10), [f"d{i}" for i in range(10)]
     Index.from_documents(tmp_path / "idx", ids, docs, SETTINGS)
-    import latepool.index.index as index_module
+    import latepool.index.writer as index_module
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -120,7 +120,7 @@ def test_failed_build_keeps_the_previous_index(tmp_path: Path, monkeypatch) -> N
 
 KILLED_BUILD = """
 import os, signal, sys, torch
-import latepool.index.index as index_module
+import latepool.index.writer as index_module
 from latepool.index import Index
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -206,12 +206,14 @@ def test_corrupted_and_missing_files_are_named(tmp_path: Path) -> None:
     data[-1] ^= 0xFF  # a vector byte, after the .npy header
     (segment / "vectors.npy").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"corrupted index file.*vectors.npy"):
-        Index.open(tmp_path / "idx")
-    assert len(Index.open(tmp_path / "idx", verify=False)) == 2  # without verification it still opens
+        Index.open(tmp_path / "idx", verify=True)
+    assert len(Index.open(tmp_path / "idx")) == 2  # opening checks shapes and sizes, not checksums
     (segment / "vectors.npy").write_bytes(bytes(data[:-64]))  # truncated: refused even unverified
     with pytest.raises(ValueError, match="vectors"):
         Index.open(tmp_path / "idx", verify=False)
     (segment / "ids.json").unlink()
+    with pytest.raises(ValueError, match=r"missing index file.*ids.json"):
+        Index.open(tmp_path / "idx", verify=True)
     with pytest.raises(ValueError, match=r"missing index file.*ids.json"):
         Index.open(tmp_path / "idx")
     with pytest.raises(ValueError, match="not a latepool index"):

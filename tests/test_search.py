@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import latepool.index.index as index_module
+import latepool.index.writer as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
 from latepool.index.kernels import row_block_cells, row_cells

@@ -10,46 +10,31 @@ Example::
     index = Index.open("scifact.idx")                      # the model comes from the manifest
     hits = index.search(["what causes cancer?"], k=10)     # [[(doc_id, score), ...]]
     index.add(["new"], ["a new document"]); index.delete(["old"]); index.compact()
+    index.refresh()                                        # see what other processes committed
 
-An index is safe to read while it is updated: every search works on an immutable snapshot, and an
-update swaps in a new snapshot only after its manifest is committed (see
-:mod:`latepool.index.storage`).
+An :class:`Index` is a reader with a text front end: every search works on an immutable
+snapshot (:mod:`latepool.index.snapshot`), so a search never sees half a change. Changes go
+through :mod:`latepool.index.writer`, one writer at a time across processes, each applied to the
+latest commit; the handle then holds the committed state.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import tempfile
+import hashlib
 import threading
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-import latepool
-from latepool.index.codec import POINTS_PER_CENTROID, RESIDUAL_BITS, Codec, default_num_centroids
-from latepool.index.search import SegmentView, candidate_topk, exact_topk
-from latepool.index.storage import (
-    DTYPES,
-    FORMAT_VERSION,
-    MAX_SEGMENT_DOCUMENTS,
-    IndexFormatError,
-    Segment,
-    read_manifest,
-    read_segment,
-    sha256_file,
-    verify_checksums,
-    write_manifest,
-    write_segment,
-)
+from latepool.index import writer
+from latepool.index.codec import Codec
+from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError, count_of
+from latepool.index.search import candidate_topk, exact_topk
+from latepool.index.snapshot import Snapshot, open_snapshot, refreshed
+from latepool.index.storage import DTYPES, MAX_SEGMENT_DOCUMENTS, IndexFormatError
 from latepool.pooling import POOL_METHODS, pool_corpus
 
 if TYPE_CHECKING:
@@ -58,6 +43,7 @@ if TYPE_CHECKING:
 MIN_NPROBE = 64  # centroids probed per query token by the candidate stage, at least (see default_search)
 MIN_RESCORE = 256  # candidates scored exactly per query, at least (see default_search)
 EXACT_BELOW_VECTORS = 200_000  # below this many live vectors the default search is the exact scan
+TEXT_COMMIT_EVERY = 1024  # a build from text commits (and can resume) every this many documents
 
 
 class Hit(NamedTuple):
@@ -67,100 +53,18 @@ class Hit(NamedTuple):
     score: float
 
 
-class IndexInputError(ValueError):
-    """The caller's input is not acceptable (empty texts or queries, k < 1, wrong dimensions, ...)."""
-
-
-class DocumentsExistError(IndexInputError):
-    """Documents with these ids are already in the index (add them with ``replace=True``)."""
-
-
-class DocumentsNotFoundError(IndexInputError):
-    """Ids that are not in the index."""
-
-
-@dataclass
-class _Snapshot:
-    """One committed state of the index, never changed after it is made.
-
-    Segments stay memory-mapped; only the manifest, ids, offsets and inverted lists are in memory.
-    """
-
-    manifest: dict[str, Any]
-    segments: list[Segment]
-    codec: Codec | None
-    views: list[SegmentView] = field(default_factory=list)
-
-    @classmethod
-    def assemble(cls, manifest: dict[str, Any], segments: list[Segment], codec: Codec | None) -> _Snapshot:
-        snapshot = cls(manifest, segments, codec)
-        base = 0
-        for segment in segments:
-            live = np.ones(segment.count, dtype=bool)
-            live[list(manifest["deleted"].get(segment.name, []))] = False
-            snapshot.views.append(SegmentView(segment, live, base))
-            base += segment.count
-        return snapshot
-
-    @functools.cached_property
-    def ids(self) -> list[str]:
-        """Live document ids, in segment order."""
-        return [i for view in self.views for i, alive in zip(view.segment.ids, view.live.tolist()) if alive]
-
-    @functools.cached_property
-    def locations(self) -> dict[str, tuple[str, int]]:
-        """Live id -> (segment name, position), built on first use (updates need it, searches do not)."""
-        return {
-            doc_id: (view.segment.name, position)
-            for view in self.views
-            for position, (doc_id, alive) in enumerate(zip(view.segment.ids, view.live.tolist()))
-            if alive
-        }
-
-    def id_of(self, ordinal: int) -> str:
-        """The id of the document at a global ordinal (see :class:`~latepool.index.search.SegmentView`)."""
-        for view in self.views:
-            if ordinal < view.base + view.segment.count:
-                return view.segment.ids[ordinal - view.base]
-        raise IndexError(ordinal)
-
-    def live_counts(self) -> tuple[int, int]:
-        """(documents, vectors) alive."""
-        documents = vectors = 0
-        for view in self.views:
-            documents += int(view.live.sum())
-            vectors += int(np.diff(view.segment.offsets)[view.live].sum())
-        return documents, vectors
-
-    def documents(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[Tensor]]]:
-        """Live documents in segment order, decoded ``batch_size`` at a time: ``(ids, (n_i, dim) tensors)``."""
-        for view in self.views:
-            segment, offsets = view.segment, view.segment.offsets
-            for start in range(0, segment.count, batch_size):
-                stop = min(start + batch_size, segment.count)
-                vectors = segment.decode(int(offsets[start]), int(offsets[stop]), self.codec)
-                first = int(offsets[start])
-                batch = [
-                    (segment.ids[p], vectors[int(offsets[p]) - first : int(offsets[p + 1]) - first])
-                    for p in range(start, stop)
-                    if view.live[p]
-                ]
-                if batch:
-                    yield [i for i, _ in batch], [d for _, d in batch]
-
-
 class Index:
     """A pooled multi-vector index on disk; see the module docstring for an example.
 
-    Use :meth:`build` or :meth:`open` rather than the constructor.
+    Use :meth:`build`, :meth:`from_batches` or :meth:`open` rather than the constructor.
     """
 
-    def __init__(self, path: Path, snapshot: _Snapshot, model: MultiVectorEncoder | str | None = None) -> None:
+    def __init__(self, path: Path, snapshot: Snapshot, model: MultiVectorEncoder | str | None = None) -> None:
         self.path = Path(path)
         self._snapshot = snapshot
         self._model = model
         self._checked_model = None
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # orders this process's writers; the file lock orders processes
 
     # ----- creation and loading -------------------------------------------------------------
     @classmethod
@@ -179,8 +83,14 @@ class Index:
         centroids: bool = True,
         overwrite: bool = False,
         show_progress_bar: bool = True,
+        commit_every: int = TEXT_COMMIT_EVERY,
     ) -> Index:
-        """Encode, pool and write ``texts`` as a new index at ``path``.
+        """Encode, pool and write ``texts`` as a new index at ``path``, chunk by chunk.
+
+        Memory stays flat as the corpus grows: each chunk of texts is encoded, pooled and written
+        before the next. The build commits every ``commit_every`` documents; a build that was
+        killed continues from its last commit when called again with the same arguments (the
+        documents it committed are not encoded again).
 
         Args:
             path: Index directory; refused if it already holds an index, unless ``overwrite``.
@@ -193,19 +103,40 @@ class Index:
             batch_size: Encoding batch size.
             centroids: Train the centroids and inverted lists of the candidate stage (residual
                 dtypes always have them).
-            overwrite: Replace an existing index (atomically: a failure keeps the old one).
-            show_progress_bar: Show encoding progress.
+            overwrite: Start over: discard a partial build, and replace an index at ``path`` (which
+                stays readable until the new one is committed).
+            show_progress_bar: Show a progress bar over documents.
+            commit_every: Documents between commits.
         """
         path = Path(path)
-        _check_target(path, pool_method, dtype, overwrite)
+        _check_settings(pool_method, pool_factor, dtype)
         _check_documents(ids, texts)
-        documents = encode_and_pool(model, texts, pool_method, pool_factor, batch_size, show_progress_bar)
         settings = _model_settings(model, model_name) | {
             "pool_method": pool_method,
             "pool_factor": pool_factor,
             "dtype": dtype,
         }
-        return cls.from_documents(path, ids, documents, settings, centroids=centroids, overwrite=overwrite, model=model)
+        chunk = max(batch_size * 8, 256)
+        start = writer.IndexBuilder.start(
+            path,
+            settings,
+            source=text_source(ids, texts),
+            centroids=centroids,
+            expected_documents=len(ids),
+            commit_every=commit_every,
+            overwrite=overwrite,
+        )
+        with start as builder:
+            progress = tqdm(
+                total=len(ids), initial=builder.done, unit="doc", desc="Indexing", disable=not show_progress_bar
+            )
+            for first in range(builder.done, len(ids), chunk):
+                documents = encode_and_pool(model, texts[first : first + chunk], pool_method, pool_factor, batch_size)
+                builder.add(ids[first : first + chunk], documents)
+                progress.update(len(documents))
+            progress.close()
+            snapshot = builder.finish()
+        return cls(path, snapshot, model)
 
     @classmethod
     def from_documents(
@@ -228,49 +159,96 @@ class Index:
         that will grow by ``add`` does better with the count for its final size, since the codec
         is kept.
         """
-        path = Path(path)
-        _check_target(path, settings["pool_method"], settings["dtype"], overwrite)
         if not ids or len(set(ids)) != len(ids) or len(ids) != len(documents):
             raise IndexInputError("give one unique id per document, and at least one document")
-        if len({d.shape[1] for d in documents}) != 1 or any(d.ndim != 2 or len(d) == 0 for d in documents):
+        if len({d.shape[-1] for d in documents}) != 1 or any(d.ndim != 2 or len(d) == 0 for d in documents):
             raise IndexInputError("documents must be non-empty (n, dim) tensors of one dimension")
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "latepool_version": latepool.__version__,
-            **settings,
-            "dim": int(documents[0].shape[1]),
-            "segments": [],
-            "deleted": {},
-            "checksums": {},
-            "codec": None,
-        }
-        bits = RESIDUAL_BITS.get(settings["dtype"], 0)
-        codec = None
-        if centroids or bits:
-            num_centroids = num_centroids or default_num_centroids(sum(len(d) for d in documents))
-            sample = _training_sample(documents, seed, limit=max(1_000_000, POINTS_PER_CENTROID * num_centroids))
-            codec = Codec.train(sample, num_centroids, bits=bits, seed=seed)
-        if (path / "manifest.json").is_file():  # overwrite in place: the manifest swap is the commit
-            _write_contents(path, manifest, ids, documents, codec)
-            return cls.open(path, model=model, verify=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
-        try:
-            _write_contents(staging, manifest, ids, documents, codec)
-            if path.exists() and not any(path.iterdir()):
-                path.rmdir()
-            os.replace(staging, path)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-        return cls.open(path, model=model, verify=False)
+        return cls.from_batches(
+            path,
+            [(ids, documents)],
+            settings,
+            expected_documents=len(ids),
+            centroids=centroids,
+            overwrite=overwrite,
+            model=model,
+            num_centroids=num_centroids,
+            seed=seed,
+        )
 
     @classmethod
-    def open(cls, path: str | Path, model: MultiVectorEncoder | str | None = None, *, verify: bool = True) -> Index:
-        """Open an index; ``verify`` checks every file's SHA-256 against the manifest first.
+    def from_batches(
+        cls,
+        path: str | Path,
+        batches: Iterable[tuple[list[str], list[Tensor]]],
+        settings: dict[str, Any],
+        *,
+        expected_documents: int | None = None,
+        num_centroids: int | None = None,
+        centroids: bool = True,
+        overwrite: bool = False,
+        model: MultiVectorEncoder | None = None,
+        seed: int = 0,
+        commit_every: int = MAX_SEGMENT_DOCUMENTS,
+        source: str = "",
+        show_progress_bar: bool = False,
+    ) -> Index:
+        """Write a stream of already pooled documents as a new index, one segment at a time.
 
-        Opening maps the segments' arrays; it reads no vectors, so it costs about the same for any
-        corpus size (``verify`` reads every file once).
+        The codec is trained on a sample from the stream's first documents (at least a million
+        vectors, or 32 per centroid), so memory holds that sample and one open segment, not the
+        corpus. Rerun after an interruption with the same stream and arguments, the build skips
+        what it committed and continues.
+
+        Args:
+            path: Index directory (see :meth:`build` for ``overwrite``).
+            batches: ``(ids, documents)`` pairs, each document a non-empty ``(n_i, dim)`` tensor.
+            settings: ``pool_method``, ``pool_factor``, ``dtype`` and the model's ``model``,
+                ``model_hash``, ``query_length``, ``document_length``.
+            expected_documents: The stream's size, if known (sets the default centroid count).
+            num_centroids: Centroid count (default: :func:`~latepool.index.codec.default_num_centroids`
+                of the expected vectors, else of the sample's).
+            centroids: Train the candidate stage's centroids (residual dtypes always have them).
+            overwrite: Start over (see :meth:`build`).
+            model: The query encoder to attach to the returned handle.
+            seed: Seed of the codec's sample and training.
+            commit_every: Documents between commits (at most one segment).
+            source: Identifies the stream: a partial build is resumed only by one of the same source.
+            show_progress_bar: Show a progress bar over documents.
+
+        Example::
+
+            >>> import tempfile, torch
+            >>> batches = [([f"d{b}-{i}" for i in range(50)], [torch.randn(5, 8) for _ in range(50)]) for b in range(3)]
+            >>> settings = {"model": "", "pool_method": "kmeans", "pool_factor": 2, "dtype": "residual2"}
+            >>> index = Index.from_batches(tempfile.mkdtemp() + "/idx", batches, settings, expected_documents=150)
+            >>> len(index), index.manifest["vector_count"]
+            (150, 750)
+        """
+        _check_settings(settings.get("pool_method"), settings.get("pool_factor"), settings.get("dtype"))
+        progress = tqdm(total=expected_documents, unit="doc", desc="Indexing", disable=not show_progress_bar)
+        snapshot = writer.build_from_batches(
+            path,
+            batches,
+            settings,
+            progress=progress,
+            source=source,
+            centroids=centroids,
+            expected_documents=expected_documents,
+            num_centroids=num_centroids,
+            seed=seed,
+            commit_every=commit_every,
+            overwrite=overwrite,
+        )
+        progress.close()
+        return cls(Path(path), snapshot, model)
+
+    @classmethod
+    def open(cls, path: str | Path, model: MultiVectorEncoder | str | None = None, *, verify: bool = False) -> Index:
+        """Open an index: read its manifest and map its files, checking their shapes and sizes.
+
+        Opening reads no vectors, so it costs about the same for any corpus size; ``verify`` also
+        checks every file's SHA-256 against the manifest, which reads every byte
+        (``latepool index verify``).
 
         Args:
             path: The index directory.
@@ -279,10 +257,17 @@ class Index:
             verify: Check checksums (raises ``ValueError`` naming a missing or corrupted file).
         """
         path = Path(path)
-        manifest = read_manifest(path)
-        if verify:
-            verify_checksums(path, manifest)
-        return cls(path, _load_snapshot(path, manifest), model)
+        return cls(path, open_snapshot(path, verify=verify), model)
+
+    def refresh(self) -> bool:
+        """Move to the latest commit (another process's, say); returns whether the state changed.
+
+        Costs one ``stat`` when nothing was committed; segments the two states share are not read again.
+        """
+        with self._write_lock:
+            before = self._snapshot
+            self._snapshot = refreshed(self.path, before)
+            return self._snapshot is not before
 
     # ----- reading -----------------------------------------------------------------------------
     @property
@@ -405,94 +390,42 @@ class Index:
             show_progress_bar: Show encoding progress.
         """
         _check_documents(ids, texts)
+        self.refresh()
         existing = [i for i in ids if i in self._snapshot.locations]
-        if existing and not replace:
-            raise DocumentsExistError(f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace")
+        if existing and not replace:  # fail before encoding; the writer checks again under its lock
+            raise DocumentsExistError(
+                f"{count_of(len(existing), 'document')} already exist{'s' if len(existing) == 1 else ''} "
+                f"(first: {existing[0]!r}); add with replace (--replace) to overwrite"
+            )
         manifest = self.manifest
         documents = encode_and_pool(
-            self.model(),
-            texts,
-            manifest["pool_method"],
-            manifest["pool_factor"],
-            batch_size,
-            show_progress_bar=show_progress_bar,
+            self.model(), texts, manifest["pool_method"], manifest["pool_factor"], batch_size, show_progress_bar
         )
         self.add_documents(ids, documents, replace=replace)
 
     def add_documents(self, ids: list[str], documents: list[Tensor], *, replace: bool = False) -> None:
         """Add already pooled documents (see :meth:`add`).
 
-        The documents go into one new segment, coded with the index's codec and with its own
+        The documents go into new segments, coded with the index's codec and with their own
         inverted lists; no existing segment is read or rewritten.
         """
         with self._write_lock:
-            snapshot = self._snapshot
-            if len(set(ids)) != len(ids) or len(ids) != len(documents):
-                raise IndexInputError("give one unique id per document")
-            existing = [i for i in ids if i in snapshot.locations]
-            if existing and not replace:
-                raise DocumentsExistError(
-                    f"{len(existing)} documents already exist (first: {existing[0]!r}); use replace"
-                )
-            if any(d.ndim != 2 or d.shape[1] != snapshot.manifest["dim"] or len(d) == 0 for d in documents):
-                raise IndexInputError(f"documents must be non-empty (n, {snapshot.manifest['dim']}) tensors")
-            manifest = _copy_manifest(snapshot.manifest)
-            _tombstone(manifest, snapshot, existing)
-            names = _write_segments(self.path, manifest, list(ids), documents, snapshot.codec)
-            self._commit(manifest, snapshot.segments + [_read(self.path, n, manifest) for n in names], snapshot.codec)
+            self._snapshot = writer.add_documents(self.path, ids, documents, replace=replace, current=self._snapshot)
 
     def delete(self, ids: list[str]) -> int:
         """Delete documents by id (visible to searches at once); returns how many were deleted.
 
-        Raises :class:`DocumentsNotFoundError` when an id is not in the index.
+        Raises :class:`DocumentsNotFoundError` when an id is not in the index (nothing is deleted).
         """
         with self._write_lock:
-            snapshot = self._snapshot
-            missing = [i for i in ids if i not in snapshot.locations]
-            if missing:
-                raise DocumentsNotFoundError(f"{len(missing)} ids are not in the index (first: {missing[0]!r})")
-            manifest = _copy_manifest(snapshot.manifest)
-            _tombstone(manifest, snapshot, list(dict.fromkeys(ids)))
-            self._commit(manifest, snapshot.segments, snapshot.codec)
-            return len(set(ids))
+            self._snapshot, deleted = writer.delete(self.path, ids, current=self._snapshot)
+            return deleted
 
     def compact(self) -> None:
-        """Rewrite the segments that hold deleted documents, and merge them with the small ones.
-
-        Segments without deletions that hold at least a quarter of the live documents (or of
-        ``MAX_SEGMENT_DOCUMENTS``, if fewer) stay as they are; the codec is kept (the new segments are
-        coded with it).
-        """
+        """Rewrite the segments that hold deleted documents, merged with the small ones (see
+        :func:`latepool.index.writer.compact`: stored vectors are copied bit for bit)."""
         with self._write_lock:
-            snapshot = self._snapshot
-            small = min(max(snapshot.manifest["document_count"], 1), MAX_SEGMENT_DOCUMENTS) / 4
-            rewrite = [v for v in snapshot.views if not v.live.all() or v.segment.count < small]
-            if not rewrite or (len(rewrite) == 1 and rewrite[0].live.all()):
-                return
-            manifest = _copy_manifest(snapshot.manifest)
-            names = {v.segment.name for v in rewrite}
-            ids, documents = [], []
-            for view in rewrite:
-                for position, document in enumerate(view.segment.documents(snapshot.codec)):
-                    if view.live[position]:
-                        ids.append(view.segment.ids[position])
-                        documents.append(document)
-            kept = [s for s in snapshot.segments if s.name not in names]
-            manifest["segments"] = [s.name for s in kept]
-            manifest["deleted"] = {n: p for n, p in manifest["deleted"].items() if n not in names}
-            manifest["checksums"] = {k: v for k, v in manifest["checksums"].items() if k.split("/")[0] not in names}
-            segments = kept
-            if ids:
-                names = _write_segments(self.path, manifest, ids, documents, snapshot.codec)
-                segments = kept + [_read(self.path, n, manifest) for n in names]
-            self._commit(manifest, segments, snapshot.codec)
-
-    def _commit(self, manifest: dict[str, Any], segments: list[Segment], codec: Codec | None) -> None:
-        snapshot = _Snapshot.assemble(manifest, segments, codec)
-        _update_counts(manifest, *snapshot.live_counts())
-        write_manifest(self.path, manifest)
-        self._snapshot = snapshot
-        _remove_unreferenced(self.path, manifest)
+            self._snapshot = writer.compact(self.path, current=self._snapshot)
 
 
 def default_search(centroids: int, documents: int) -> tuple[int, int]:
@@ -514,79 +447,29 @@ def default_search(centroids: int, documents: int) -> tuple[int, int]:
     return max(MIN_NPROBE, centroids * 3 // 2048), max(MIN_RESCORE, documents * 3 // 2500)
 
 
-def _read(root: Path, name: str, manifest: dict[str, Any]) -> Segment:
-    return read_segment(root, name, manifest["dtype"], manifest["dim"])
-
-
-def _load_snapshot(path: Path, manifest: dict[str, Any]) -> _Snapshot:
-    segments = [_read(path, name, manifest) for name in manifest["segments"]]
-    codec = None
-    if manifest.get("codec"):
-        try:
-            codec = Codec.load(path / manifest["codec"])
-        except (OSError, ValueError, KeyError) as error:
-            raise IndexFormatError(f"unreadable codec {path / manifest['codec']}: {error}") from error
-    return _Snapshot.assemble(manifest, segments, codec)
-
-
-def _training_sample(documents: list[Tensor], seed: int, limit: int = 1_000_000) -> Tensor:
-    """Up to ``limit`` vectors of the documents (whole documents, drawn under ``seed``) to train the codec on."""
-    order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
-    chosen, rows = [], 0
-    for i in order:
-        if rows >= limit:
-            break
-        chosen.append(documents[i])
-        rows += len(documents[i])
-    return torch.cat([d.float() for d in chosen])
-
-
-def _write_contents(
-    root: Path, manifest: dict[str, Any], ids: list[str], documents: list[Tensor], codec: Codec | None
-) -> None:
-    """Write the codec and one segment with ``documents``, commit ``manifest`` and remove what it no longer names."""
-    manifest["checksums"], manifest["codec"] = {}, None
-    if codec is not None:
-        name = f"codec-{uuid.uuid4().hex[:12]}.npz"
-        codec.save(root / name)
-        manifest["codec"] = name
-        manifest["checksums"][name] = sha256_file(root / name)
-    manifest["segments"] = []
-    _write_segments(root, manifest, list(ids), documents, codec)
-    _update_counts(manifest, len(ids), sum(len(d) for d in documents))
-    write_manifest(root, manifest)
-    _remove_unreferenced(root, manifest)
-
-
-def _write_segments(
-    root: Path, manifest: dict[str, Any], ids: list[str], documents: list[Tensor], codec: Codec | None
-) -> list[str]:
-    """Write documents as new segments of at most ``MAX_SEGMENT_DOCUMENTS``; add them to ``manifest``.
-
-    Returns:
-        The new segments' names.
-    """
-    names = []
-    for start in range(0, len(ids), MAX_SEGMENT_DOCUMENTS):
-        name = f"seg-{uuid.uuid4().hex[:12]}"
-        chunk = slice(start, start + MAX_SEGMENT_DOCUMENTS)
-        manifest["checksums"].update(write_segment(root / name, ids[chunk], documents[chunk], manifest["dtype"], codec))
-        manifest["segments"].append(name)
-        names.append(name)
-    return names
-
-
 def encode_and_pool(
-    model, texts: list[str], pool_method: str, pool_factor: float, batch_size: int, show_progress_bar: bool = True
+    model, texts: list[str], pool_method: str, pool_factor: float, batch_size: int, show_progress_bar: bool = False
 ) -> list[Tensor]:
-    """Encode documents in chunks and pool each chunk (float32, on the CPU)."""
-    documents: list[Tensor] = []
-    chunk = max(batch_size * 8, 256)
-    for start in tqdm(range(0, len(texts), chunk), desc="Indexing", disable=not show_progress_bar):
-        embeddings = model.encode_document(texts[start : start + chunk], batch_size=batch_size, convert_to_numpy=False)
-        embeddings = pool_corpus([e.float() for e in embeddings], pool_method, pool_factor, show_progress_bar=False)
-        documents.extend(e.cpu() for e in embeddings)
-    return documents
+    """Encode documents and pool them (float32, on the CPU); callers pass a chunk of texts at a time."""
+    embeddings = model.encode_document(
+        texts, batch_size=batch_size, convert_to_numpy=False, show_progress_bar=show_progress_bar
+    )
+    pooled = pool_corpus([e.float() for e in embeddings], pool_method, pool_factor, show_progress_bar=False)
+    return [e.cpu() for e in pooled]
+
+
+def text_source(ids: list[str], texts: list[str]) -> str:
+    """SHA-256 of the ids and texts: a build from text resumes only over the same documents.
+
+    Example::
+
+        >>> text_source(["a"], ["x"]) == text_source(["a"], ["x"]) != text_source(["a"], ["y"])
+        True
+    """
+    digest = hashlib.sha256()
+    for doc_id, text in zip(ids, texts):
+        digest.update(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
+    return digest.hexdigest()
 
 
 def prepare_query_model(model: MultiVectorEncoder | str, manifest: dict[str, Any]) -> MultiVectorEncoder:
@@ -643,49 +526,21 @@ def _check_documents(ids: list[str], texts: list[str]) -> None:
     if not ids:
         raise IndexInputError("no documents given")
     if len(ids) != len(texts):
-        raise IndexInputError(f"{len(ids)} ids for {len(texts)} texts")
+        raise IndexInputError(f"{count_of(len(ids), 'id')} for {count_of(len(texts), 'text')}")
     if len(set(ids)) != len(ids):
         raise IndexInputError("document ids must be unique")
     empty = [i for i, t in zip(ids, texts) if not isinstance(t, str) or not t.strip()]
     if empty:
-        raise IndexInputError(f"{len(empty)} documents have empty text (first: {empty[0]!r})")
+        raise IndexInputError(f"{count_of(len(empty), 'document')} with empty text (first: {empty[0]!r})")
 
 
-def _check_target(path: Path, pool_method: str, dtype: str, overwrite: bool) -> None:
-    if (path / "manifest.json").is_file() and not overwrite:
-        raise ValueError(f"{path} already holds an index; pass overwrite to replace it")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} exists and is not a directory")
+def _check_settings(pool_method: str | None, pool_factor: float | None, dtype: str | None) -> None:
     if pool_method not in POOL_METHODS:
         raise ValueError(f"pool_method must be one of {POOL_METHODS}, got {pool_method!r}")
+    if pool_factor is not None and (not isinstance(pool_factor, (int, float)) or pool_factor < 1):
+        raise ValueError(f"pool_factor must be a number >= 1, got {pool_factor!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-
-
-def _copy_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    return copy.deepcopy(manifest)
-
-
-def _tombstone(manifest: dict[str, Any], snapshot: _Snapshot, ids: list[str]) -> None:
-    for doc_id in ids:
-        segment, position = snapshot.locations[doc_id]
-        manifest["deleted"].setdefault(segment, [])
-        if position not in manifest["deleted"][segment]:
-            manifest["deleted"][segment].append(position)
-
-
-def _update_counts(manifest: dict[str, Any], documents: int, vectors: int) -> None:
-    manifest["document_count"], manifest["vector_count"] = documents, vectors
-
-
-def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
-    """Delete segment and codec files no longer named by the committed manifest."""
-    keep = set(manifest["segments"]) | {manifest.get("codec")}
-    for entry in root.iterdir():
-        if entry.name.startswith(("seg-", "codec-")) and entry.name not in keep:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 __all__ = [

@@ -24,10 +24,11 @@ A segment holds at most :data:`MAX_SEGMENT_DOCUMENTS` documents, so ``row_docs``
 
 Every array is a ``.npy`` file opened with ``numpy.load(mmap_mode="r")``: opening an index reads the
 manifest, the ids and the small offset and inverted-list arrays, never the vectors, which are
-decoded block by block while a search runs. Files are never rewritten in place: an update writes new
-files and then replaces ``manifest.json`` with one ``os.replace``, so a reader sees either the old or
-the new index, never a mix, and a crash leaves the last committed index. A new index is built in a
-temporary directory and renamed into place the same way.
+decoded block by block while a search runs. Files are never rewritten in place: a change writes new
+files, fsyncs them and their directory, and then replaces ``manifest.json`` with one ``os.replace``
+(fsynced, then the directory), so a reader sees either the old or the new index, never a mix, and a
+crash or power loss leaves the last committed index. An unfinished build commits to ``partial.json``
+instead (see :mod:`latepool.index.writer`): it is never mistaken for an index.
 """
 
 from __future__ import annotations
@@ -171,6 +172,18 @@ class Segment:
         """The inverted list of each block of stored rows (:func:`~latepool.index.kernels.row_block_cells`)."""
         return row_block_cells(np.asarray(self.ivf_offsets), self.rows)
 
+    def stored(self, positions: np.ndarray) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The stored rows of the documents at ``positions``, for :meth:`SegmentBuffer.add_stored`.
+
+        Returns:
+            The documents' lengths, and their ``values`` (``scales``, ``codes``) in document order,
+            exactly as stored (nothing is decoded).
+        """
+        starts, stops = self.offsets[positions], self.offsets[np.asarray(positions) + 1]
+        lengths = (stops - starts).astype(np.int64)
+        rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        return lengths.tolist(), self.read_rows(rows)
+
     def documents(self, codec: Codec | None) -> list[torch.Tensor]:
         """Every document of the segment as a float32 ``(n_i, dim)`` tensor (decodes the whole segment)."""
         every = self.decode(0, self.rows, codec)
@@ -261,6 +274,75 @@ def group_by_centroid(arrays: dict[str, np.ndarray], offsets: np.ndarray, num_ce
     return stored
 
 
+class SegmentBuffer:
+    """Documents waiting to become one segment, held as what the segment stores (codes, values, scales).
+
+    Documents come in either as vectors (:meth:`add_documents` encodes them with the codec) or as
+    rows already stored by another segment (:meth:`add_stored`, which copies them bit for bit:
+    compaction never decodes and re-encodes). :meth:`write` groups the rows by centroid and writes
+    the segment.
+
+    Example::
+
+        >>> buffer = SegmentBuffer("float16", codec=None)
+        >>> buffer.add_documents(["a", "b"], [torch.ones(2, 4), torch.zeros(1, 4)])
+        >>> len(buffer), buffer.rows
+        (2, 3)
+    """
+
+    def __init__(self, dtype: str, codec: Codec | None) -> None:
+        self.dtype, self.codec = dtype, codec
+        self.ids: list[str] = []
+        self.lengths: list[int] = []
+        self._parts: list[dict[str, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.lengths)
+
+    def add_documents(self, ids: list[str], documents: list[torch.Tensor]) -> None:
+        """Encode ``(n_i, dim)`` documents with the codec and hold them."""
+        if any(len(d) == 0 for d in documents):
+            raise ValueError("every document needs at least one vector")
+        if documents:
+            vectors = torch.cat([d.detach().float().cpu() for d in documents])
+            self.add_stored(ids, [len(d) for d in documents], encode_values(vectors, self.dtype, self.codec))
+
+    def add_stored(self, ids: list[str], lengths: list[int], arrays: dict[str, np.ndarray]) -> None:
+        """Hold documents given as stored arrays in document order (``values``, ``scales``, ``codes``)."""
+        if "codes" in arrays:
+            arrays = {**arrays, "codes": np.asarray(arrays["codes"]).astype(np.uint16, copy=False)}
+        self.ids.extend(ids)
+        self.lengths.extend(int(n) for n in lengths)
+        self._parts.append(arrays)
+
+    def write(self, directory: Path) -> dict[str, str]:
+        """Write the held documents as a segment into ``directory`` (new), fsynced; returns their SHA-256s.
+
+        The buffer is empty afterwards.
+        """
+        if self.codec is not None and len(self) > MAX_SEGMENT_DOCUMENTS:
+            raise ValueError(f"a segment holds at most {MAX_SEGMENT_DOCUMENTS} documents, got {len(self)}")
+        offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype(np.int64)
+        arrays = {name: np.concatenate([part[name] for part in self._parts]) for name in self._parts[0]}
+        if self.codec is not None:
+            arrays = group_by_centroid(arrays, offsets, len(self.codec.centroids))
+        arrays["residuals" if self.dtype in RESIDUAL_BITS else "vectors"] = arrays.pop("values")
+        arrays["offsets"] = offsets
+        directory.mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
+        (directory / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
+        for path in directory.iterdir():
+            fsync_file(path)
+        fsync_directory(directory)
+        self.ids, self.lengths, self._parts = [], [], []
+        return {f"{directory.name}/{f.name}": sha256_file(f) for f in sorted(directory.iterdir())}
+
+
 def write_segment(
     directory: Path, ids: list[str], documents: list[torch.Tensor], dtype: str, codec: Codec | None
 ) -> dict[str, str]:
@@ -272,24 +354,11 @@ def write_segment(
         dtype: Storage type.
         codec: The index's codec (required for residual dtypes; None: no inverted lists).
     """
-    lengths = [len(d) for d in documents]
-    if any(length == 0 for length in lengths):
-        raise ValueError("every document needs at least one vector")
     if codec is not None and len(documents) > MAX_SEGMENT_DOCUMENTS:
         raise ValueError(f"a segment holds at most {MAX_SEGMENT_DOCUMENTS} documents, got {len(documents)}")
-    directory.mkdir(parents=True)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    dim = documents[0].shape[1] if documents else (codec.dim if codec else 0)
-    vectors = torch.cat([d.detach().float().cpu() for d in documents]) if documents else torch.zeros(0, dim)
-    arrays = encode_values(vectors, dtype, codec)
-    if codec is not None:
-        arrays = group_by_centroid(arrays, offsets, len(codec.centroids))
-    arrays["residuals" if dtype in RESIDUAL_BITS else "vectors"] = arrays.pop("values")
-    arrays["offsets"] = offsets
-    for name, array in arrays.items():
-        np.save(directory / f"{name}.npy", np.ascontiguousarray(array))
-    (directory / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
-    return {f"{directory.name}/{f.name}": sha256_file(f) for f in sorted(directory.iterdir())}
+    buffer = SegmentBuffer(dtype, codec)
+    buffer.add_documents(ids, documents)
+    return buffer.write(directory)
 
 
 def read_segment(root: Path, name: str, dtype: str, dim: int) -> Segment:
@@ -336,20 +405,50 @@ def _load_array(path: Path, shape: tuple[int, ...] | None = None, mmap: bool = T
     return array
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    path = root / "manifest.json"
+MANIFEST = "manifest.json"  # the committed index
+PARTIAL = "partial.json"  # the committed state of an unfinished build (see latepool.index.writer)
+
+
+def read_manifest(root: Path, name: str = MANIFEST) -> dict[str, Any]:
+    """The committed manifest of the index at ``root`` (``name``: :data:`PARTIAL` for an unfinished build).
+
+    Raises :class:`IndexFormatError` for a missing, unreadable or incomplete manifest, or an
+    unfinished build.
+    """
+    path = root / name
     if not path.is_file():
-        raise IndexFormatError(f"not a latepool index (no manifest.json): {root}")
+        if name == MANIFEST and (root / PARTIAL).is_file():
+            raise IndexFormatError(
+                f"{root} holds a partial build, not an index yet: rerun the build with the same arguments "
+                "to continue it (latepool index build), or with --overwrite to start over"
+            )
+        raise IndexFormatError(f"not a latepool index (no {name}): {root}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise IndexFormatError(f"{path}: unreadable manifest ({error})") from error
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise IndexFormatError(
-            f"{path}: index format {manifest.get('format_version')!r}, this latepool reads {FORMAT_VERSION}; "
+            f"{path}: index format {version!r}, this latepool reads {FORMAT_VERSION}; "
             "rebuild it with latepool index build"
         )
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise IndexFormatError(f"{path}: incomplete manifest (missing {', '.join(missing)})")
     return manifest
+
+
+MANIFEST_KEYS = (
+    "dim",
+    "dtype",
+    "segments",
+    "deleted",
+    "checksums",
+    "codec",
+    "document_count",
+    "vector_count",
+)
 
 
 def verify_checksums(root: Path, manifest: dict[str, Any]) -> None:
@@ -362,11 +461,39 @@ def verify_checksums(root: Path, manifest: dict[str, Any]) -> None:
             raise IndexFormatError(f"corrupted index file (checksum mismatch): {path}")
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Commit ``manifest`` atomically (write a temporary file, fsync, rename over the old one)."""
-    temporary = root / "manifest.json.tmp"
+def write_manifest(root: Path, manifest: dict[str, Any], name: str = MANIFEST) -> None:
+    """Commit ``manifest`` durably: write a temporary file, fsync it, rename it over ``name``, fsync the directory.
+
+    Every file the manifest names must already be fsynced (:meth:`SegmentBuffer.write` does it), so
+    after a power loss the manifest never names a file that did not reach the disk.
+    """
+    temporary = root / f"{name}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=2, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, root / "manifest.json")
+    os.replace(temporary, root / name)
+    fsync_directory(root)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_directory(path: Path) -> None:
+    """Flush ``path``'s entries (new names, renames) to the disk; a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(descriptor)

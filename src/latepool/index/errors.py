@@ -1,0 +1,26 @@
+"""What the index answers to input it cannot take (the server maps these to 400, 404 and 409)."""
+
+from __future__ import annotations
+
+
+class IndexInputError(ValueError):
+    """The caller's input is not acceptable (empty texts or queries, k < 1, wrong dimensions, ...)."""
+
+
+class DocumentsExistError(IndexInputError):
+    """Documents with these ids are already in the index (add them with ``replace=True``)."""
+
+
+class DocumentsNotFoundError(IndexInputError):
+    """Ids that are not in the index."""
+
+
+def count_of(number: int, noun: str) -> str:
+    """``"1 id"``, ``"2 ids"``: a count with its noun in the right number.
+
+    Example::
+
+        >>> count_of(1, "document"), count_of(3, "document")
+        ('1 document', '3 documents')
+    """
+    return f"{number} {noun}{'' if number == 1 else 's'}"
