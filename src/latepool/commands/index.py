@@ -1,8 +1,9 @@
-"""``latepool index build|add|delete|compact|export-qdrant``: manage a pooled multi-vector index."""
+"""``latepool index build|add|delete|compact|verify|export-qdrant``: manage a pooled multi-vector index."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from latepool.commands.common import (
     load_model_with_lengths,
     open_index,
 )
-from latepool.index.storage import DTYPES
+from latepool.index.storage import DTYPES, PARTIAL
 from latepool.pooling import POOL_METHODS
 
 
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_length_options(build)
     add_device_option(build)
     build.add_argument("--no-centroids", action="store_true", help="Skip the candidate-generation centroids.")
-    build.add_argument("--overwrite", action="store_true", help="Replace an index already at --output.")
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Start over: discard a partial build at --output and replace an index there (readable until the "
+        "new one is committed). Without it, a killed build rerun with the same arguments continues.",
+    )
     build.set_defaults(run=run_build)
 
     add = actions.add_parser("add", help="Add documents to an index.")
@@ -49,9 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("--ids", required=True, help="Comma-separated document ids.")
     delete.set_defaults(run=run_delete)
 
-    compact = actions.add_parser("compact", help="Rewrite live documents into one segment, reclaiming space.")
+    compact = actions.add_parser(
+        "compact",
+        help="Reclaim deleted documents' space: rewrite the segments that hold them, merged with small ones "
+        "(stored vectors are copied unchanged).",
+    )
     compact.add_argument("--index", type=Path, required=True, help="The index directory.")
     compact.set_defaults(run=run_compact)
+
+    verify = actions.add_parser("verify", help="Check every index file against the manifest's SHA-256.")
+    verify.add_argument("--index", type=Path, required=True, help="The index directory.")
+    verify.set_defaults(run=run_verify)
 
     export = actions.add_parser("export-qdrant", help="Write the pooled multi-vectors into a Qdrant collection.")
     export.add_argument("--index", type=Path, required=True, help="The index directory.")
@@ -66,6 +80,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     ids, texts = read_corpus(args.corpus)
     model = load_model_with_lengths(args.model, args.device, args.query_length, args.document_length)
+    if (args.output / PARTIAL).is_file() and not args.overwrite:
+        print(f"continuing the partial build at {args.output} (--overwrite starts over)", file=sys.stderr)
     started = time.perf_counter()
     index = Index.build(
         args.output,
@@ -110,6 +126,18 @@ def run_compact(args: argparse.Namespace) -> int:
     index = open_index(args.index)
     index.compact()
     print(f"compacted: {len(index)} documents, {index.manifest['vector_count']} vectors")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from latepool.index import Index
+
+    index = Index.open(args.index, verify=True)
+    manifest = index.manifest
+    print(
+        f"verified {len(manifest['checksums'])} files: {manifest['document_count']} documents, "
+        f"{manifest['vector_count']} vectors"
+    )
     return 0
 
 

@@ -35,8 +35,8 @@ WRITER_LOCK = ".writer.lock"
 READERS_LOCK = ".readers.lock"
 
 
-class IndexBusyError(RuntimeError):
-    """Another process holds the index's writer lock (only raised when not waiting for it)."""
+class IndexBusyError(ValueError):
+    """Another writer holds the index's writer lock (raised only when not waiting for it)."""
 
 
 @contextlib.contextmanager

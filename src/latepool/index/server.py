@@ -22,7 +22,9 @@ Security model (see :class:`ServerConfig`):
   anything else is the server's fault: 500 with a generic message (details go to the log).
 
 Index work runs in worker threads; searches read an immutable snapshot, so searches running while
-an add or delete commits see the index before or after it, never a mix.
+an add or delete commits see the index before or after it, never a mix. Before each request the
+server moves to the latest commit (one ``stat`` when nothing changed), so what another process
+commits, ``latepool index add`` on the same directory say, is served without a restart.
 
 Example::
 
@@ -191,6 +193,15 @@ def _int_field(body: dict[str, Any], name: str, default: int, low: int, high: in
     return value
 
 
+def _bool_field(body: dict[str, Any], name: str, default: bool | None) -> bool | None:
+    """A JSON boolean (``null`` only where the default is None); strings such as ``"false"`` are refused."""
+    value = body.get(name, default)
+    if isinstance(value, bool) or (value is None and default is None):
+        return value
+    allowed = "true, false or null" if default is None else "true or false"
+    raise RequestError(f"'{name}' must be {allowed}")
+
+
 def _queries(body: dict[str, Any], config: ServerConfig) -> list[str]:
     queries = body.get("queries", [body["query"]] if "query" in body else None)
     if not isinstance(queries, list) or not queries or len(queries) > config.max_queries:
@@ -222,6 +233,7 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
 
     async def health(request: Request) -> JSONResponse:
         _authorize(request, config, write=False)
+        await run_in_threadpool(index.refresh)
         manifest = index.manifest
         return JSONResponse(
             {
@@ -237,9 +249,8 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         body = await _json_body(request, config.max_body_bytes)
         queries = _queries(body, config)
         k = _int_field(body, "k", 10, 1, config.max_k)
-        candidates = body.get("candidates")
-        if candidates is not None and not isinstance(candidates, bool):
-            raise RequestError("'candidates' must be true, false or null")
+        candidates = _bool_field(body, "candidates", None)
+        await run_in_threadpool(index.refresh)
         hits = await run_in_threadpool(index.search, queries, k, candidates=candidates)
         return JSONResponse({"results": [[{"id": h.id, "score": h.score} for h in row] for row in hits]})
 
@@ -247,7 +258,7 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         _authorize(request, config, write=True)
         body = await _json_body(request, config.max_body_bytes)
         ids, texts = _documents(body, config)
-        replace = bool(body.get("replace", False))
+        replace = _bool_field(body, "replace", False)
         await run_in_threadpool(index.add, ids, texts, replace=replace, show_progress_bar=False)
         return JSONResponse({"added": len(ids), "documents": len(index)})
 

@@ -277,6 +277,7 @@ class IndexBuilder:
         self._buffer: SegmentBuffer | None = None
         self._seen: set[str] = set()
         self._pending_vectors = 0
+        self._pending_documents = 0
 
     # ----- lifecycle -------------------------------------------------------------------------------
     @classmethod
@@ -365,6 +366,7 @@ class IndexBuilder:
             ids, lengths, _ = _read_pending(self.root / name, with_vectors=False)
             self._seen.update(ids)
             self._pending_vectors += sum(lengths)
+            self._pending_documents += len(ids)
         if self._codec is not None or not self.request["centroids"]:
             self._buffer = SegmentBuffer(manifest["dtype"], self._codec)
 
@@ -477,7 +479,7 @@ class IndexBuilder:
         name = f"pending-{uuid.uuid4().hex[:12]}"
         self._manifest["checksums"].update(_write_pending(self.root / name, ids, documents))
         self._manifest["build"]["pending"].append(name)
-        self._manifest["build"]["documents"] += len(ids)
+        self._pending_documents += len(ids)
         self._commit()
 
     def _train_codec(self, ids: list[str], documents: list[Tensor]) -> None:
@@ -507,6 +509,7 @@ class IndexBuilder:
                 k: v for k, v in self._manifest["checksums"].items() if k.split("/")[0] != name
             }
         self._manifest["build"]["pending"] = []
+        self._pending_documents = 0
         self._commit()
 
     def _buffer_documents(self, ids: list[str], documents: list[Tensor]) -> None:
@@ -520,10 +523,11 @@ class IndexBuilder:
                 self._write_open_segment()
 
     def _write_open_segment(self) -> None:
-        self._manifest["build"]["documents"] += len(self._buffer)
         self._segments.append(write_buffer(self.root, self._manifest, self._buffer))
 
     def _commit(self) -> None:
+        committed = sum(segment.count for segment in self._segments) + self._pending_documents
+        self._manifest["build"]["documents"] = committed
         commit(self.root, self._manifest, self._segments, self._codec, name=PARTIAL)
         self._committed = True
 
