@@ -40,7 +40,6 @@ from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.data import load_dataset
 from latepool.evaluation.metrics import mean_metrics
 from latepool.index import Hit, Index
-from latepool.index.codec import default_num_centroids
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
 
@@ -129,16 +128,10 @@ def corpus(size: int, real, batch: int = 100_000):
 
 
 def build(path: Path, size: int, dtype: str, real) -> dict:
+    """Stream the proxy into a new index (batches of 10,000 documents: memory holds one batch, not the corpus)."""
     started = time.perf_counter()
-    batches = corpus(size, real)
-    first_ids, first_documents = next(batches)
-    vectors = size * sum(len(d) for d in first_documents) / len(first_documents)  # the final size's estimate
     settings = {**SETTINGS, "dtype": dtype}
-    index = Index.from_documents(
-        path, first_ids, first_documents, settings, num_centroids=default_num_centroids(int(vectors))
-    )
-    for batch_ids, batch_docs in batches:
-        index.add_documents(batch_ids, batch_docs)
+    index = Index.from_batches(path, corpus(size, real, batch=10_000), settings, expected_documents=size)
     seconds = time.perf_counter() - started
     on_disk = directory_bytes(path)
     return {

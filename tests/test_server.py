@@ -174,3 +174,26 @@ def test_server_config_rejects_bad_limits() -> None:
         ServerConfig(api_key=" ")
     with pytest.raises(ValueError, match="keyed_reads"):
         replace(ServerConfig(), keyed_reads=True)
+
+
+def test_the_server_serves_what_another_process_committed(index: Index, tiny_model, running_server) -> None:
+    with running_server(create_app(index)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        before = client.get("/health").json()["documents"]
+        other = Index.open(index.path, model=tiny_model)  # another writer on the same directory
+        other.add(["elsewhere"], ["mice protein added by latepool index add"], show_progress_bar=False)
+        assert client.get("/health").json()["documents"] == before + 1
+        hits = post(client, "/search", {"query": "mice protein added", "k": before + 1}).json()["results"][0]
+        assert "elsewhere" in {h["id"] for h in hits}
+        other.delete(["elsewhere"])
+        assert post(client, "/add", {"documents": [{"id": "elsewhere", "text": "again"}]}).status_code == 200
+
+
+def test_booleans_must_be_json_booleans(index: Index, running_server) -> None:
+    document = {"documents": [{"id": "d0", "text": "replaced"}]}
+    with running_server(create_app(index)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert post(client, "/add", {**document, "replace": "false"}).status_code == 400
+        assert post(client, "/add", {**document, "replace": 0}).status_code == 400
+        assert post(client, "/add", {**document, "replace": None}).status_code == 400
+        assert post(client, "/search", {"query": "mice", "candidates": "true"}).status_code == 400
+        assert post(client, "/search", {"query": "mice", "candidates": None}).status_code == 200
+        assert post(client, "/add", {**document, "replace": True}).status_code == 200

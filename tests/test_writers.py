@@ -112,19 +112,22 @@ def test_writers_in_several_processes_lose_nothing_while_a_reader_searches(tmp_p
         stderr=subprocess.PIPE,
         text=True,
     )
-    writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER.format(tests=tests), path, f"w{n}", str(seed * 10 + n), tmp_path / f"w{n}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(3)
-    ]
-    for process in writers:
-        _, error = process.communicate(timeout=300)
-        assert process.returncode == 0, error
-    stop.touch()
+    script = WRITER.format(tests=tests)
+    try:
+        writers = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, path, f"w{n}", str(seed * 10 + n), tmp_path / f"w{n}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(3)
+        ]
+        for process in writers:
+            _, error = process.communicate(timeout=300)
+            assert process.returncode == 0, error
+    finally:
+        stop.touch()  # the searcher stops whatever happened
     output, error = searcher.communicate(timeout=120)
     assert searcher.returncode == 0, error
     answered, opened = map(int, output.split())
