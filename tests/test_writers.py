@@ -447,3 +447,13 @@ def test_an_unchanged_index_refreshes_with_one_stat(tmp_path: Path) -> None:
     os.utime(tmp_path / "idx" / "manifest.json")  # touched, same content: the same state
     assert index.refresh() is False
     assert np.array_equal(index._snapshot.views[0].live, snapshot.views[0].live)
+
+
+def test_locations_carried_from_one_commit_to_the_next_are_the_ones_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    index = Index.from_documents(path, [f"d{i}" for i in range(40)], documents(40), SETTINGS, num_centroids=4)
+    index.delete(["d3", "d4"])
+    index.add_documents(["d5", "n1"], documents(2, seed=1), replace=True)
+    index.delete(["n1"])
+    assert "locations" in index._snapshot.__dict__  # carried over, not rebuilt
+    assert index._snapshot.locations == Index.open(path)._snapshot.locations

@@ -472,6 +472,7 @@ def write_manifest(root: Path, manifest: dict[str, Any], name: str = MANIFEST) -
         json.dump(manifest, handle, indent=2, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
+    fsync_directory(root)  # the new files' names are on disk before the manifest that names them
     os.replace(temporary, root / name)
     fsync_directory(root)
 

@@ -104,7 +104,10 @@ def add_documents(
         manifest = copy.deepcopy(snapshot.manifest)
         tombstone(manifest, snapshot, existing)
         segments = write_documents(root, manifest, ids, documents, snapshot.codec)
-        return commit(root, manifest, snapshot.segments + segments, snapshot.codec)
+        committed = commit(root, manifest, snapshot.segments + segments, snapshot.codec)
+        added = {i: (s.name, p) for s in segments for p, i in enumerate(s.ids)}
+        inherit_locations(snapshot, committed, removed=existing, added=added)
+        return committed
 
 
 def delete(root: Path, ids: list[str], *, current: Snapshot | None = None) -> tuple[Snapshot, int]:
@@ -123,7 +126,9 @@ def delete(root: Path, ids: list[str], *, current: Snapshot | None = None) -> tu
             )
         manifest = copy.deepcopy(snapshot.manifest)
         tombstone(manifest, snapshot, unique)
-        return commit(root, manifest, snapshot.segments, snapshot.codec), len(unique)
+        committed = commit(root, manifest, snapshot.segments, snapshot.codec)
+        inherit_locations(snapshot, committed, removed=unique)
+        return committed, len(unique)
 
 
 def compact(root: Path, *, current: Snapshot | None = None) -> Snapshot:
@@ -161,6 +166,22 @@ def tombstone(manifest: dict[str, Any], snapshot: Snapshot, ids: list[str]) -> N
         positions[segment].add(position)
     for segment, new in positions.items():
         manifest["deleted"][segment] = sorted(new.union(manifest["deleted"].get(segment, [])))
+
+
+def inherit_locations(
+    before: Snapshot, after: Snapshot, removed: list[str], added: dict[str, tuple[str, int]] | None = None
+) -> None:
+    """Give ``after`` the id locations of ``before`` less ``removed`` plus ``added``, if ``before`` had them.
+
+    Saves the next change from mapping every id of the index again (a copy of the map, not a scan).
+    """
+    if "locations" not in before.__dict__:
+        return
+    locations = dict(before.locations)
+    for doc_id in removed:
+        del locations[doc_id]
+    locations.update(added or {})
+    after.__dict__["locations"] = locations
 
 
 def segments_to_merge(snapshot: Snapshot) -> list:
