@@ -151,11 +151,17 @@ def compact(root: Path, *, current: Snapshot | None = None) -> Snapshot:
 
 
 def latest(root: Path, current: Snapshot | None = None) -> Snapshot:
-    """The latest committed snapshot (``current`` itself, or sharing its segments, when possible)."""
+    """The latest committed snapshot (``current`` itself when it is still the latest, else sharing its segments).
+
+    A writer always reads the manifest: a file's identity (:func:`manifest_stamp`) can repeat
+    after quick commits, and a change applied to a stale state would lose another writer's.
+    """
     stamp = manifest_stamp(root)
-    if current is not None and stamp == current.stamp:
+    manifest = read_manifest(root)
+    if current is not None and manifest == current.manifest:
+        current.stamp = stamp
         return current
-    return load_snapshot(root, read_manifest(root), reuse=current, stamp=stamp)
+    return load_snapshot(root, manifest, reuse=current, stamp=stamp)
 
 
 def tombstone(manifest: dict[str, Any], snapshot: Snapshot, ids: list[str]) -> None:
@@ -504,16 +510,16 @@ class IndexBuilder:
         self._commit()
 
     def _train_codec(self, ids: list[str], documents: list[Tensor]) -> None:
-        """Train the codec on the pending documents and this batch, then write them all as segments."""
-        pending_ids, pending_documents = [], []
-        for name in self._manifest["build"]["pending"]:
-            chunk_ids, _, chunk_documents = _read_pending(self.root / name)
-            pending_ids += chunk_ids
-            pending_documents += chunk_documents
-        ids, documents = pending_ids + list(ids), pending_documents + list(documents)
-        count = self._centroid_count()
-        seed = self.request["seed"]
-        sample = training_sample(documents, seed, limit=max(MIN_SAMPLE_VECTORS, POINTS_PER_CENTROID * count))
+        """Train the codec on a sample of the pending documents and this batch, then write them all as segments.
+
+        Memory holds the sample and one pending chunk at a time, never every pending document.
+        """
+        pending = [self.root / name for name in self._manifest["build"]["pending"]]
+        lengths = [n for chunk in pending for n in _read_pending(chunk, with_vectors=False)[1]]
+        lengths += [len(d) for d in documents]
+        count, seed = self._centroid_count(), self.request["seed"]
+        chosen = sample_plan(lengths, seed, limit=max(MIN_SAMPLE_VECTORS, POINTS_PER_CENTROID * count))
+        sample = _gather_sample(chosen, lengths, pending, documents, self._manifest["dim"])
         self._codec = Codec.train(sample, count, bits=RESIDUAL_BITS.get(self._manifest["dtype"], 0), seed=seed)
         del sample
         name = f"codec-{uuid.uuid4().hex[:12]}.npz"
@@ -522,13 +528,16 @@ class IndexBuilder:
         self._manifest["codec"] = name
         self._manifest["checksums"][name] = sha256_file(self.root / name)
         self._buffer = SegmentBuffer(self._manifest["dtype"], self._codec)
-        self._buffer_documents(ids, documents)
+        for chunk in pending:
+            chunk_ids, _, chunk_documents = _read_pending(chunk)
+            self._buffer_documents(chunk_ids, chunk_documents)
+        self._buffer_documents(list(ids), list(documents))
         if len(self._buffer):
             self._write_open_segment()
-        for name in self._manifest["build"]["pending"]:
-            self._manifest["checksums"] = {
-                k: v for k, v in self._manifest["checksums"].items() if k.split("/")[0] != name
-            }
+        names = {chunk.name for chunk in pending}
+        self._manifest["checksums"] = {
+            k: v for k, v in self._manifest["checksums"].items() if k.split("/")[0] not in names
+        }
         self._manifest["build"]["pending"] = []
         self._pending_documents = 0
         self._commit()
@@ -590,16 +599,41 @@ def build_from_batches(
         return builder.finish()
 
 
-def training_sample(documents: list[Tensor], seed: int, limit: int = MIN_SAMPLE_VECTORS) -> Tensor:
-    """Up to ``limit`` vectors of the documents (whole documents, drawn under ``seed``) to train the codec on."""
-    order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
+def sample_plan(lengths: list[int], seed: int, limit: int = MIN_SAMPLE_VECTORS) -> list[int]:
+    """Which documents train the codec, in sample order: whole documents drawn under ``seed`` until ``limit`` vectors.
+
+    Example::
+
+        >>> sample_plan([5, 5, 5, 5], seed=0, limit=10)
+        [0, 1]
+    """
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
     chosen, rows = [], 0
     for i in order:
         if rows >= limit:
             break
-        chosen.append(documents[i])
-        rows += len(documents[i])
-    return torch.cat([d.float() for d in chosen])
+        chosen.append(i)
+        rows += lengths[i]
+    return chosen
+
+
+def _gather_sample(
+    chosen: list[int], lengths: list[int], pending: list[Path], documents: list[Tensor], dim: int
+) -> Tensor:
+    """The vectors of the ``chosen`` documents (numbered across the pending chunks, then ``documents``),
+    concatenated in ``chosen`` order; each pending chunk is read once and released."""
+    sizes = torch.tensor([lengths[i] for i in chosen], dtype=torch.long)
+    destination = dict(zip(chosen, (torch.cumsum(sizes, 0) - sizes).tolist()))
+    sample = torch.empty(int(sizes.sum()), dim)
+    first = 0
+    for source in [*pending, None]:
+        vectors = documents if source is None else _read_pending(source)[2]
+        for number, vector in enumerate(vectors, start=first):
+            if number in destination:
+                sample[destination[number] : destination[number] + len(vector)] = vector
+        first += len(vectors)
+        del vectors
+    return sample
 
 
 def _write_pending(directory: Path, ids: list[str], documents: list[Tensor]) -> dict[str, str]:
