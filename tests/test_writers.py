@@ -459,3 +459,18 @@ def test_locations_carried_from_one_commit_to_the_next_are_the_ones_rebuilt(tmp_
     index.delete(["n1"])
     assert "locations" in index._snapshot.__dict__  # carried over, not rebuilt
     assert index._snapshot.locations == Index.open(path)._snapshot.locations
+
+
+def test_index_verify_command_checks_every_file(tmp_path: Path, capsys) -> None:
+    from latepool.cli import main
+
+    Index.from_documents(tmp_path / "idx", ["a", "b"], documents(2), SETTINGS, num_centroids=4)
+    assert main(["index", "verify", "--index", str(tmp_path / "idx")]) == 0
+    assert "2 documents" in capsys.readouterr().out
+    segment = next((tmp_path / "idx").glob("seg-*"))
+    data = bytearray((segment / "residuals.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (segment / "residuals.npy").write_bytes(bytes(data))
+    assert main(["index", "verify", "--index", str(tmp_path / "idx")]) == 2
+    error = capsys.readouterr().err
+    assert "corrupted index file" in error and "residuals.npy" in error and len(error.strip().splitlines()) == 1
