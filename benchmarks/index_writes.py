@@ -253,7 +253,7 @@ def measure_open_and_delete(path: Path) -> None:
 def measure_compaction(path: Path) -> None:
     row = child("compact", path)
     print(
-        f"{'':>8} compaction after deleting 10%: {row['compact_s']:.0f} s, peak RSS {row['peak_rss'] / 1e6:,.0f} MB "
+        f"{'':>8} compaction after deleting 10%: {row['compact_s']:.1f} s, peak RSS {row['peak_rss'] / 1e6:,.0f} MB "
         f"(before compacting {row['rss_before_compact'] / 1e6:,.0f} MB), {row['documents']:,} documents left, "
         f"2,000 untouched documents bit-identical: {row['identical']}",
         flush=True,
