@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from latepool.index import Index
 from latepool.index import codec as codec_module
-from latepool.index.codec import Codec, pack_buckets, unpack_buckets
+from latepool.index.codec import Codec, pack_buckets
 from latepool.index.storage import bytes_per_vector
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
@@ -27,6 +27,12 @@ def clustered_vectors(count: int, dim: int = 32, seed: int = 0) -> torch.Tensor:
     picks = centers[torch.randint(0, 40, (count,), generator=generator)]
     vectors = torch.nn.functional.normalize(picks + 0.3 * torch.randn(count, dim, generator=generator), dim=-1)
     return vectors * (0.6 + 0.4 * torch.rand(count, 1, generator=generator))
+
+
+def unpack_buckets(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    """The inverse of ``pack_buckets``, written independently of the codec's lookup table."""
+    planes = np.unpackbits(packed, axis=1, bitorder="little").reshape(len(packed), dim, bits)
+    return (planes << np.arange(bits, dtype=np.uint8)).sum(axis=2).astype(np.uint8)
 
 
 @settings(max_examples=40, deadline=None)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import latepool.index.writer as index_module
 from latepool.index import Index
@@ -226,3 +228,28 @@ def test_keeping_each_segments_best_keeps_the_best_of_all_segments(tmp_path: Pat
         best_all = torch.cat([scores for _, _, scores in _keep(everything, 12)]).sort().values
         best_pruned = torch.cat([scores for _, _, scores in _keep(pruned, 12)]).sort().values
         assert torch.equal(best_all, best_pruned)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 9), min_size=1, max_size=12),
+    query_tokens=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    seed=st.integers(0, 1000),
+)
+def test_the_two_exact_maxsims_agree(lengths: list[int], query_tokens: list[int], seed: int) -> None:
+    """The index's row MaxSim and the sweep's packed one score every document alike (see latepool.scoring)."""
+    from latepool.scoring import PackedDocuments, maxsim_topk
+
+    generator = torch.Generator().manual_seed(seed)
+    documents = [torch.randn(n, 8, generator=generator) for n in lengths]
+    queries = [torch.randn(n, 8, generator=generator) for n in query_tokens]
+    tokens = torch.cat(queries)
+    owners = torch.zeros(len(tokens), len(queries))
+    owner = torch.repeat_interleave(torch.arange(len(queries)), torch.tensor(query_tokens))
+    owners[torch.arange(len(tokens)), owner] = 1
+    rows = maxsim_rows(torch.cat(documents), torch.tensor(lengths), tokens, owners)
+    scores, indices = maxsim_topk(queries, PackedDocuments.pack(documents), len(documents))
+    for query in range(len(queries)):
+        packed = torch.zeros(len(documents))
+        packed[indices[query]] = scores[query]
+        assert torch.allclose(rows[:, query], packed, atol=1e-4)

@@ -1,16 +1,10 @@
 """latepool: pooling-aware late-interaction retrieval on sentence-transformers' MultiVectorEncoder."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("latepool")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
-
 from typing import TYPE_CHECKING, Any
 
 from latepool.index import Index
 from latepool.pooling import pool_documents
+from latepool.version import __version__
 
 if TYPE_CHECKING:
     from latepool.pooling import HierarchicalTokenPooling, KMeansTokenPooling, SpanTokenPooling

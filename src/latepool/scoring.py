@@ -5,6 +5,13 @@ tile is then one matrix product of a block of query tokens with a block of docum
 max over each document's tokens. Padding never wins the max: every vector gets one extra
 coordinate, 1 for query tokens and 0 for real document tokens but ``-inf``-like for padding, so the
 product itself masks it and no mask is applied per tile.
+
+latepool has a second exact MaxSim, :func:`latepool.index.search.maxsim_rows`, on purpose: this one
+scores documents held in memory (the evaluation's sweep, on CPU or GPU), where packing once and
+tiling pays; the index's scores rows read from memory-mapped segments a chunk at a time, unpadded,
+with the per-document maxima in a compiled loop, since padding a million stored documents would
+cost memory the index does not have. Both compute ``sum_q max_d q . d``; ``tests/test_search.py``
+checks that they agree.
 """
 
 from __future__ import annotations

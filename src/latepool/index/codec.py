@@ -9,9 +9,11 @@ residuals), and decoded as the bucket's weight (the mid-quantile of its bucket),
     decode(x) = C[code] + weights[bucket(x - C[code])]      (no re-normalization: pooled vectors are
                                                               plain means, their norms matter)
 
-What a vector costs on disk (dim 64): ``residual4`` 32 B of residual + 2 B of code = 34 B,
-``residual2`` 16 + 2 = 18 B, ``residual1`` 8 + 2 = 10 B (codes are uint16: at most 65,536
-centroids), against 128 B for float16 and 68 B for int8 (64 codes + a 4-byte scale).
+A vector's code (its centroid, at most 65,536 of them) is not stored: segments store vectors
+grouped by centroid, so it is implied by where the vector is (see :mod:`latepool.index.storage`).
+What each stored vector costs, bookkeeping included, is
+:func:`~latepool.index.storage.bytes_per_vector`; for ``residualB`` the codec's share is
+``dim * B / 8`` bytes.
 
 Example::
 
@@ -149,12 +151,10 @@ class CentroidGroups:
 
     A vector is compared with the group centroids, then only with the members of its ``probes``
     most similar groups: with 8,192 centroids, 64 groups and 8 probes, an eighth of the centroids;
-    with 65,536, 128 groups and 4 probes, a 32nd. Assignment is then approximate. On the real
-    MiniLM vectors of the scale benchmark (``benchmarks/codec_assign.py``), with 8,192 centroids it
-    picks the most similar centroid for 97% of vectors, 4.3 times faster than scoring them all
-    (569k vectors, grouping included); with 65,536 (trained on those and 40,000 synthetic documents
-    of the proxy, 2.9M vectors), for 95% of vectors, 28 times faster (10.6 against 301 us per
-    vector). With at most :data:`EXACT_ASSIGN_BELOW` centroids every centroid is scored.
+    with 65,536, 128 groups and 4 probes, a 32nd. Assignment is then approximate: most vectors get
+    their most similar centroid, a few a close second (``benchmarks/codec_assign.py`` measures how
+    many, and the speed-up; the README gives its figures). With at most :data:`EXACT_ASSIGN_BELOW`
+    centroids every centroid is scored.
 
     Attributes:
         centroids: ``(C, dim)`` centroids.
@@ -292,7 +292,7 @@ class Codec:
         residuals = np.asarray(residuals)
         values = np.take(self.byte_weights, residuals, axis=0).reshape(len(residuals), self.dim)
         vectors = self.centroids.index_select(0, torch.from_numpy(np.asarray(codes).astype(np.int64, copy=False)))
-        return vectors.add_(torch.from_numpy(values))  # take / index_select: 6x faster than [] indexing here
+        return vectors.add_(torch.from_numpy(values))  # take / index_select: gathers without [] indexing's copies
 
     @functools.cached_property
     def byte_weights(self) -> np.ndarray:
@@ -329,11 +329,6 @@ def pack_buckets(buckets: np.ndarray, bits: int) -> np.ndarray:
     rows, dim = buckets.shape
     planes = (buckets[:, :, None] >> np.arange(bits, dtype=np.uint8)) & 1  # (rows, dim, bits)
     return np.packbits(planes.reshape(rows, dim * bits), axis=1, bitorder="little")
-
-
-def unpack_buckets(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
-    """The inverse of :func:`pack_buckets`: ``(rows, dim)`` uint8 bucket indices (one table lookup per byte)."""
-    return _unpack_table(bits)[np.asarray(packed)].reshape(len(packed), dim)
 
 
 @functools.cache

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from latepool.index import writer
 from latepool.index.codec import Codec
-from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError, count_of
+from latepool.index.errors import DocumentsExistError, IndexInputError, count_of
 from latepool.index.search import candidate_topk, exact_topk
 from latepool.index.snapshot import Snapshot, open_snapshot, refreshed
-from latepool.index.storage import DTYPES, MAX_SEGMENT_DOCUMENTS, IndexFormatError
+from latepool.index.storage import DTYPES, MAX_SEGMENT_DOCUMENTS
 from latepool.pooling import POOL_METHODS, pool_corpus
 
 if TYPE_CHECKING:
@@ -284,8 +284,8 @@ class Index:
 
     @property
     def ids(self) -> list[str]:
-        """Ids of the live documents."""
-        return list(self._snapshot.ids)
+        """Ids of the live documents, in segment order: the snapshot's own list (built once; copy it to change it)."""
+        return self._snapshot.ids
 
     def documents(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[Tensor]]]:
         """The live documents, decoded ``batch_size`` at a time: ``(ids, (n_i, dim) float32 tensors)`` pairs."""
@@ -432,12 +432,9 @@ def default_search(centroids: int, documents: int) -> tuple[int, int]:
     """The candidate stage's ``(nprobe, rescore)`` when the caller gives none: both grow with the index.
 
     ``nprobe`` is 3 per 2,048 centroids and ``rescore`` 1.2 per thousand documents, at least
-    :data:`MIN_NPROBE` and :data:`MIN_RESCORE`. On ``benchmarks/search_scale.py`` (2 cores, 100 real
-    queries, median ms per query, settings side by side in one process): at 10k documents (16,384
-    centroids) nprobe 64 finds 0.989 of the exact top 10 in 11.7 ms (nprobe 32: 0.965 in 10.7 ms); at
-    100k (32,768) 0.969 in 12.3 ms; at 1M (65,536) nprobe 96 finds 0.956 with 1,200 rescored in 46.7
-    ms, 0.968 with 1,500 in 51.3 ms and 0.950 with 1,024 in 45.6 ms (nprobe 128 for every token, as
-    before :func:`~latepool.index.search.probe_counts`: 0.956 with 1,500 in 57.8 ms).
+    :data:`MIN_NPROBE` and :data:`MIN_RESCORE`: a larger index has more centroids, each list holding
+    about the same number of rows, and more documents that tie near the top. The rates were chosen
+    on ``benchmarks/search_scale.py``'s recall-latency curve (the README's scale table).
 
     Example::
 
@@ -542,15 +539,3 @@ def _check_settings(pool_method: str | None, pool_factor: float | None, dtype: s
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
 
-
-__all__ = [
-    "DocumentsExistError",
-    "DocumentsNotFoundError",
-    "Hit",
-    "Index",
-    "IndexFormatError",
-    "IndexInputError",
-    "check_model",
-    "encode_and_pool",
-    "prepare_query_model",
-]

@@ -1,24 +1,18 @@
 """The compiled inner loops of search (numba): scoring the rows of the probed inverted lists, finding
 the inverted list of stored rows, and the per-document maxima of a block of similarities.
 
-It walks memory-mapped arrays row by row, which NumPy could only do through temporaries of one
-float per query token and list entry, and sorts. Compiled, it is one pass over the entries, with no
-temporary beyond a few numbers per document of the segment. The loop releases the GIL, so segments
-are scored on parallel threads.
+They walk memory-mapped arrays row by row, which NumPy could only do through temporaries of one
+float per query token and list entry, and sorts. Compiled, each is one pass, with no temporary
+beyond a few numbers per document of the segment. The loops release the GIL, so segments are
+scored on parallel threads.
 
-The residual width (bytes per row) is compiled in as a constant, so the byte loop unrolls into
-four independent sums of table lookups: 1.13 times faster than a loop over a width read from the
-array (24.4 against 27.6 ns per row and token, single-threaded, nprobe 32, on the 1M-document index
-of ``benchmarks/search_scale.py``, in one process). A row then only raises its document's best
-score for the token (no branch, no bookkeeping of which documents the token saw); at the end of
-each token one vectorized pass over the segment's documents adds the gains and resets the scores:
-on that index, nprobe 128, its 20 segments, same process, queries rotating the order, 50.7 against
-61.8 ms single-threaded and 30.1 against 37.2 ms on two threads, against keeping per document the
-last token that saw it and per token the list of documents it saw (the table lookups alone take
-about 6.5 ns per row and token). A document counts as found when some token lifts it above the
-token's floor, read from its gain, not from a mark of its own: one array fewer in the per-token
-pass, 50.0 against 61.7 ms single-threaded and 29.6 against 35.3 ms on two threads (same index and
-setting, same process, alternating).
+:func:`score_lists` is compiled once per residual width (bytes per row), a constant in the code, so
+the byte loop unrolls into independent sums of table lookups. A row only raises its document's best
+score for the current token (no branch, no record of which documents the token saw); after each
+token, one vectorized pass over the segment's documents adds the gains and resets the scores. A
+document counts as found when some token lifts it above that token's floor, read from its gain.
+(``benchmarks/search_scale.py`` measures the whole search; the README says where the time goes.)
+
 The first call for a width in a process compiles it (about a second); the machine code is cached
 next to this file when that directory is writable, and later processes load it.
 """

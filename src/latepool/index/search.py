@@ -11,7 +11,7 @@ bounded by a chunk of rows, not the corpus.
   since segments store vectors grouped by centroid) and scores every row there from its centroid
   score plus its residual bytes through a per-query lookup table, without decoding it; a document
   sums, per token, its best row, or the token's best unprobed centroid score where the token did
-  not find it. The best ``candidates`` documents are decoded and scored exactly. Its work grows
+  not find it. The best ``rescore`` documents are decoded and scored exactly. Its work grows
   with the probed lists and the candidates, not with the index. (PLAID's centroid interaction,
   which scores documents from their codes alone, was measured first: it ranked the exact top 10
   too low on the scale benchmark's near-duplicate documents, recall@10 0.57 at 100k.)
@@ -147,7 +147,7 @@ def document_rows(offsets: np.ndarray, documents: np.ndarray) -> tuple[np.ndarra
 
 
 def candidate_topk(
-    views: list[SegmentView], codec: Codec, queries: list[Tensor], k: int, nprobe: int, candidates: int
+    views: list[SegmentView], codec: Codec, queries: list[Tensor], k: int, nprobe: int, rescore: int
 ) -> list[tuple[Tensor, Tensor]]:
     """Top-k of each query: token-level scores from the probed inverted lists, then exact MaxSim of the best.
 
@@ -158,7 +158,7 @@ def candidate_topk(
        is the sum over tokens of its best row's score, or, for a token that did not find it, the
        token's best unprobed centroid score. Only the probed lists are read: the work grows with
        their length, not with the index.
-    2. *Exact*: the ``candidates`` best documents are decoded and scored with MaxSim.
+    2. *Exact*: the ``rescore`` best documents are decoded and scored with MaxSim.
 
     One query is probed and rescored on one thread per segment; a batch runs its queries on parallel
     threads.
@@ -169,26 +169,26 @@ def candidate_topk(
         queries: ``(len_i, dim)`` query tokens of each query.
         k: Hits.
         nprobe: Centroids probed per distinct query token, on average.
-        candidates: Documents scored exactly.
+        rescore: Documents scored exactly (``Index.search``'s ``rescore``).
 
     Returns:
         Per query, ``(scores, ordinals)`` of shape ``(k',)``, best first.
     """
     if len(queries) == 1:
-        return [_candidate_topk(views, codec, queries[0].float(), k, nprobe, candidates, _threads().map)]
-    return list(_threads().map(lambda q: _candidate_topk(views, codec, q.float(), k, nprobe, candidates, map), queries))
+        return [_candidate_topk(views, codec, queries[0].float(), k, nprobe, rescore, _threads().map)]
+    return list(_threads().map(lambda q: _candidate_topk(views, codec, q.float(), k, nprobe, rescore, map), queries))
 
 
 def _candidate_topk(
-    views: list[SegmentView], codec: Codec, query: Tensor, k: int, nprobe: int, candidates: int, mapper
+    views: list[SegmentView], codec: Codec, query: Tensor, k: int, nprobe: int, rescore: int, mapper
 ) -> tuple[Tensor, Tensor]:
     """:func:`candidate_topk` of one query, its segments probed through ``mapper`` (threads or not)."""
     probe, base = _probe(codec, query, nprobe)
-    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base, candidates)), views)
+    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base, rescore)), views)
     found = [(view, documents, scores) for view, documents, scores in probed if len(documents)]
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return _rescore(_keep(found, candidates), codec, query, k, mapper)
+    return _rescore(_keep(found, rescore), codec, query, k, mapper)
 
 
 @dataclass(frozen=True)
@@ -235,11 +235,8 @@ def probe_counts(weights: Tensor, nprobe: int, centroids: int, power: float = PR
 
     A representative's scores count ``weight`` times (it stands for that many query tokens), so a
     row it misses costs that many times more: it probes more lists, the others fewer, for the same
-    rows read. On ``benchmarks/search_scale.py`` at 1M documents (65,536 centroids, 1,500 rescored,
-    one process, settings alternating per query): nprobe 96 shared this way finds 0.968 of the exact
-    top 10 in 51.3 ms (median), against 0.956 in 57.8 ms for nprobe 128 each; power 0.5 finds 0.950
-    and 1.0 0.961 at nprobe 96. At 10k documents, nprobe 64: 0.989 against 0.977. Each count is at
-    least 1 and at most ``centroids``; from ``nprobe >= centroids`` on, every token probes every list.
+    rows read (the README's scale section compares powers and settings). Each count is at least 1 and
+    at most ``centroids``; from ``nprobe >= centroids`` on, every token probes every list.
 
     Example::
 
@@ -258,13 +255,12 @@ MERGE_SIMILARITY = 0.95
 def merge_tokens(query: Tensor, similarity: float = MERGE_SIMILARITY) -> tuple[Tensor, Tensor]:
     """Near-duplicate query tokens, grouped so that the probe reads each group's lists once.
 
-    Query expansion pads queries with mask tokens whose vectors are close to one another: in the
-    scale benchmark's 100 MiniLM queries (48 tokens), 25 groups per query on average at cosine 0.95.
-    Each token joins the most similar earlier representative at cosine ``>= similarity``, or becomes
-    one. The probe then scores each representative once, weighted by its group's size: half the
-    rows to score (1M documents, nprobe 128, one process, median ms per query): with 1,000
-    rescored, recall@10 0.932 in 63 ms against 0.946 in 86 ms unmerged; with 1,500, 0.956 in 61 ms
-    against 0.959 in 94 ms. Only the probe is approximate: candidates are rescored with every token.
+    Query expansion pads queries with mask tokens whose vectors are close to one another, so many
+    tokens would read the same lists. Each token joins the most similar earlier representative at
+    cosine ``>= similarity``, or becomes one. The probe then scores each representative once,
+    weighted by its group's size (see :func:`probe_counts`), which roughly halves the rows scored
+    per query. Only the probe is approximate: candidates are rescored with every token. (The
+    README's scale section gives the measured groups per query and the effect on recall and time.)
 
     Returns:
         ``(representatives, weights)``: the representatives' positions in ``query`` and, as float32,
@@ -314,7 +310,8 @@ def residual_table(codec: Codec, query: Tensor) -> np.ndarray:
     per_byte = 8 // codec.bits
     byte_weights = torch.from_numpy(codec.byte_weights)  # (256, per_byte)
     grouped = query.float().reshape(-1, per_byte)  # (T * B, per_byte)
-    return (grouped @ byte_weights.T.contiguous()).reshape(len(query), -1, 256).numpy()  # contiguous: 15x faster
+    # the transposed weights made contiguous, so the product reads no strided operand
+    return (grouped @ byte_weights.T.contiguous()).reshape(len(query), -1, 256).numpy()
 
 
 def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | None = None) -> tuple[np.ndarray, Tensor]:
@@ -362,8 +359,8 @@ def _rescore(
     found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, k: int, mapper=map
 ) -> tuple[Tensor, Tensor]:
     """Exact MaxSim of the documents in ``found``, top-k: each segment's documents are read, decoded and
-    scored on their own, through ``mapper`` (on the 1M-document scale index, 2,048 candidates over two
-    threads: 22 to 26 ms, against 38 ms when the threads only read and one decoded and scored all)."""
+    scored on their own, through ``mapper``, so reading, decoding and scoring all run on the segment
+    threads."""
     tokens, owners = query.float(), torch.ones(len(query), 1)
 
     def score(item: tuple[SegmentView, np.ndarray, Tensor]) -> Tensor:

@@ -55,7 +55,8 @@ from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from latepool.data import document_text  # noqa: E402
-from latepool.index.index import DocumentsExistError, DocumentsNotFoundError, Index, IndexInputError  # noqa: E402
+from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError  # noqa: E402
+from latepool.index.index import Index  # noqa: E402
 
 logger = logging.getLogger(__name__)
 API_KEY_ENV = "LATEPOOL_API_KEY"

@@ -64,9 +64,9 @@ class Snapshot:
         return snapshot
 
     @functools.cached_property
-    def ids(self) -> tuple[str, ...]:
-        """Live document ids, in segment order."""
-        return tuple(i for view in self.views for i, alive in zip(view.segment.ids, view.live.tolist()) if alive)
+    def ids(self) -> list[str]:
+        """Live document ids, in segment order (built once per snapshot; not to be modified)."""
+        return [i for view in self.views for i, alive in zip(view.segment.ids, view.live.tolist()) if alive]
 
     @functools.cached_property
     def locations(self) -> dict[str, tuple[str, int]]:

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import latepool
 from latepool.index.codec import POINTS_PER_CENTROID, RESIDUAL_BITS, Codec, default_num_centroids
 from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError, count_of
 from latepool.index.locks import no_readers_opening, writer_lock
@@ -69,6 +68,7 @@ from latepool.index.storage import (
     sha256_file,
     write_manifest,
 )
+from latepool.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -479,7 +479,7 @@ class IndexBuilder:
     def _begin_manifest(self, dim: int) -> None:
         self._manifest = {
             "format_version": FORMAT_VERSION,
-            "latepool_version": latepool.__version__,
+            "latepool_version": __version__,
             **self.request["settings"],
             "dim": dim,
             "segments": [],
