@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 import latepool
+from latepool.fingerprints import model_fingerprint, texts_fingerprint
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
@@ -37,43 +38,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path(os.environ.get("LATEPOOL_CACHE") or Path.home() / ".cache" / "latepool")
 FORMAT_VERSION = 1
 STORAGE_TYPES = {"float16": (np.float16, "vectors.f16"), "float32": (np.float32, "vectors.f32")}
-
-
-def model_fingerprint(model: torch.nn.Module, state_cache: str | None = None) -> str:
-    """SHA-256 of a model's weights (names, shapes, dtypes, bytes) and its modules' configurations.
-
-    Args:
-        model: The model.
-        state_cache: The fingerprint of the state cache the model encodes through
-            (:func:`latepool.training.cached_states.use_cached_states`), if any: the bottom of the
-            encoder then comes from stored states, so its outputs get their own identity.
-    """
-    digest = hashlib.sha256()
-    hash_tensors(digest, model.state_dict())
-    for module in model.children():
-        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
-        digest.update(
-            f"{type(module).__module__}.{type(module).__qualname__}:".encode()
-            + json.dumps(config, sort_keys=True, default=str).encode()
-        )
-    if state_cache:
-        digest.update(f"state_cache:{state_cache}".encode())
-    return digest.hexdigest()
-
-
-def hash_tensors(digest: Any, tensors: dict[str, torch.Tensor]) -> None:
-    """Feed named tensors (names, shapes, dtypes and bytes, in name order) into a ``hashlib`` digest."""
-    for name, tensor in sorted(tensors.items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-
-
-def texts_fingerprint(ids: list[str], texts: list[str]) -> str:
-    """SHA-256 of the (id, text) pairs, in order."""
-    digest = hashlib.sha256()
-    for identifier, text in zip(ids, texts, strict=True):
-        digest.update(f"{len(identifier)}:{identifier}{len(text)}:{text}".encode())
-    return digest.hexdigest()
 
 
 @dataclass

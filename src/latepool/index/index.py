@@ -20,7 +20,6 @@ latest commit; the handle then holds the committed state.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from latepool.fingerprints import model_fingerprint, texts_fingerprint
 from latepool.index import writer
 from latepool.index.codec import Codec
 from latepool.index.errors import DocumentsExistError, IndexInputError, count_of
@@ -120,7 +120,7 @@ class Index:
         start = writer.IndexBuilder.start(
             path,
             settings,
-            source=text_source(ids, texts),
+            source=texts_fingerprint(ids, texts),
             centroids=centroids,
             expected_documents=len(ids),
             commit_every=commit_every,
@@ -455,20 +455,6 @@ def encode_and_pool(
     return [e.cpu() for e in pooled]
 
 
-def text_source(ids: list[str], texts: list[str]) -> str:
-    """SHA-256 of the ids and texts: a build from text resumes only over the same documents.
-
-    Example::
-
-        >>> text_source(["a"], ["x"]) == text_source(["a"], ["x"]) != text_source(["a"], ["y"])
-        True
-    """
-    digest = hashlib.sha256()
-    for doc_id, text in zip(ids, texts):
-        digest.update(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
-    return digest.hexdigest()
-
-
 def prepare_query_model(model: MultiVectorEncoder | str, manifest: dict[str, Any]) -> MultiVectorEncoder:
     """The one place an index's encoder is made ready: load it, set the index's lengths, check it.
 
@@ -514,8 +500,6 @@ def _model_shape(model: MultiVectorEncoder) -> dict[str, Any]:
 
 def _model_settings(model: MultiVectorEncoder, model_name: str) -> dict[str, Any]:
     """What a manifest records about the model: name, weights hash and shape."""
-    from latepool.cache import model_fingerprint
-
     return {"model": str(model_name), "model_hash": model_fingerprint(model), **_model_shape(model)}
 
 

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latepool.cache import FORMAT_VERSION, CachedEmbeddings, cached_arrays, hash_tensors, texts_fingerprint
+from latepool.cache import FORMAT_VERSION, CachedEmbeddings, cached_arrays
+from latepool.fingerprints import hash_tensors, texts_fingerprint
 from latepool.models import query_length_of
 
 if TYPE_CHECKING:
