@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from latepool.data import read_jsonl
     from latepool.evaluation.report import write_trec_run
 
-    k = args.k or (100 if args.queries else 10)
+    k = args.k if args.k is not None else (100 if args.queries else 10)
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
     if args.queries and not args.output:
         raise ValueError("--queries needs --output for the TREC run")
     if args.queries:

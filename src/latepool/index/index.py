@@ -350,8 +350,9 @@ class Index:
         default_nprobe, default_rescore = default_search(centroids, snapshot.manifest["document_count"])
         nprobe = default_nprobe if nprobe is None else nprobe
         rescore = default_rescore if rescore is None else rescore
-        if min(k, nprobe, rescore) < 1:
-            raise IndexInputError(f"k, nprobe and rescore must be >= 1, got {k}, {nprobe} and {rescore}")
+        for name, value in (("k", k), ("nprobe", nprobe), ("rescore", rescore)):
+            if value < 1:
+                raise IndexInputError(f"{name} must be >= 1, got {value}")
         if any(q.ndim != 2 or q.shape[1] != self.manifest["dim"] or len(q) == 0 for q in queries):
             raise IndexInputError(f"query embeddings must be non-empty (len, {self.manifest['dim']}) tensors")
         if not queries or snapshot.manifest["document_count"] == 0:
