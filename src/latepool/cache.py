@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
 
 logger = logging.getLogger(__name__)
-DEFAULT_CACHE_DIR = Path(os.environ.get("LATEPOOL_CACHE") or Path.home() / ".cache" / "latepool")
 FORMAT_VERSION = 1
 STORAGE_TYPES = {"float16": (np.float16, "vectors.f16"), "float32": (np.float32, "vectors.f32")}
 

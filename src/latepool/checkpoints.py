@@ -39,7 +39,8 @@ from sentence_transformers import MultiVectorEncoder
 from sentence_transformers.base.modules import Dense, Normalize, Transformer
 from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 
-CHECKPOINT_FORMATS: tuple[str, ...] = ("pylate", "sentence-transformers")
+from latepool.options import CHECKPOINT_FORMATS
+
 PYLATE_TRANSFORMER = "sentence_transformers.models.Transformer"
 PYLATE_DENSE = "pylate.models.Dense.Dense"
 

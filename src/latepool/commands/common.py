@@ -10,8 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from latepool.cache import DEFAULT_CACHE_DIR
-from latepool.pooling import POOL_METHODS
+from latepool.options import DEFAULT_CACHE_DIR, DTYPES, POOL_METHODS
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
@@ -95,7 +94,7 @@ def add_qdrant_options(parser: argparse.ArgumentParser, required: bool = True) -
 
 def add_checkpoint_format_option(parser: argparse.ArgumentParser, flag: str = "--checkpoint-format") -> None:
     """``--checkpoint-format`` (``--format`` for ``export``): the layout a model is saved in."""
-    from latepool.checkpoints import CHECKPOINT_FORMATS
+    from latepool.options import CHECKPOINT_FORMATS
 
     parser.add_argument(
         flag,
@@ -151,8 +150,6 @@ def parse_dtypes(text: str) -> list[str]:
         >>> parse_dtypes("float32, residual2")
         ['float32', 'residual2']
     """
-    from latepool.index.storage import DTYPES
-
     dtypes = list(dict.fromkeys(piece.strip() for piece in text.split(",") if piece.strip()))
     allowed = ("float32", *DTYPES)
     if not dtypes or any(d not in allowed for d in dtypes):

@@ -16,7 +16,7 @@ from latepool.commands.common import (
     parse_methods,
     parse_pool_factors,
 )
-from latepool.pooling import KMEANS_BACKENDS
+from latepool.options import KMEANS_BACKENDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

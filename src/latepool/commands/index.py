@@ -16,8 +16,7 @@ from latepool.commands.common import (
     load_model_with_lengths,
     open_index,
 )
-from latepool.index.storage import DTYPES, PARTIAL
-from latepool.pooling import POOL_METHODS
+from latepool.options import DTYPES, POOL_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +79,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     ids, texts = read_corpus(args.corpus)
     model = load_model_with_lengths(args.model, args.device, args.query_length, args.document_length)
+    from latepool.index.storage import PARTIAL
+
     if (args.output / PARTIAL).is_file() and not args.overwrite:
         print(f"continuing the partial build at {args.output} (--overwrite starts over)", file=sys.stderr)
     started = time.perf_counter()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from latepool.commands.common import add_corpus_option, add_device_option, add_model_option
-from latepool.pooling import KMEANS_BACKENDS, POOL_METHODS, pool_documents
+from latepool.options import KMEANS_BACKENDS, POOL_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from latepool.data import read_corpus
     from latepool.models import load_model
+    from latepool.pooling import pool_documents
 
     texts = read_corpus(args.corpus)[1][: args.limit]
     model = load_model(args.model, device=args.device)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from latepool.commands.common import add_device_option
-from latepool.training.teachers import TEACHER_TYPES
+from latepool.options import TEACHER_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,7 +12,7 @@ from latepool.commands.common import (
     add_length_options,
     parse_pool_factors,
 )
-from latepool.training.loss import TRAIN_POOL_METHODS
+from latepool.options import TRAIN_POOL_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-RESIDUAL_BITS = {"residual4": 4, "residual2": 2, "residual1": 1}
 MAX_CENTROIDS = 65536  # codes are stored as uint16
 
 

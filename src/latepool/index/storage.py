@@ -47,9 +47,9 @@ import torch
 
 from latepool.index.codec import RESIDUAL_BITS, Codec
 from latepool.index.kernels import row_block_cells, row_cells
+from latepool.options import DTYPES
 
 FORMAT_VERSION = 3
-DTYPES = ("float16", "int8", *RESIDUAL_BITS)
 MAX_SEGMENT_DOCUMENTS = 65536  # row_docs is uint16
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from latepool.options import KMEANS_BACKENDS, POOL_METHODS
 from latepool.pooling.batch import (
     TokenBatch,
     check_num_protected_tokens,
@@ -23,8 +24,6 @@ from latepool.pooling.span import span_labels
 
 PoolMethod = Literal["kmeans", "hierarchical", "span"]
 KMeansBackend = Literal["torch", "sklearn"]
-POOL_METHODS: tuple[str, ...] = ("kmeans", "hierarchical", "span")
-KMEANS_BACKENDS: tuple[str, ...] = ("torch", "sklearn")
 
 
 @overload

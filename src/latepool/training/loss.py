@@ -19,10 +19,9 @@ from sentence_transformers.multi_vector_encoder.losses import MultiVectorDistill
 from sentence_transformers.multi_vector_encoder.scoring import colbert_kd_scores
 from torch import Tensor
 
-from latepool.pooling import POOL_METHODS, pool_documents
+from latepool.options import TRAIN_POOL_METHODS
+from latepool.pooling import pool_documents
 from latepool.pooling.batch import check_pool_factor
-
-TRAIN_POOL_METHODS = (*POOL_METHODS, "none")
 
 
 def min_max_normalize(scores: Tensor, eps: float = 1e-6) -> Tensor:

@@ -20,8 +20,8 @@ from typing import Protocol
 import torch
 
 from latepool.models import MINILM_ALIASES
+from latepool.options import TEACHER_TYPES
 
-TEACHER_TYPES = ("cross-encoder", "llm-reranker", "bi-encoder", "colbert")
 LLM_RERANKER_INSTRUCTION = (
     "Given a query A and a passage B, determine whether the passage contains an answer to the query "
     "by providing a prediction of either 'Yes' or 'No'."
