@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.index.codec import CentroidGroups, assign, train_centroids
+from latepool.options import DEFAULT_CACHE_DIR
 from search_scale import proxy_vectors, real_collections
 
 

@@ -30,8 +30,8 @@ import faiss
 import numpy as np
 import torch
 
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.index.codec import TWO_LEVEL_ABOVE, CentroidGroups, Codec, assign, train_centroids
+from latepool.options import DEFAULT_CACHE_DIR
 from search_scale import proxy_vectors, real_collections
 
 

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.index import Index
 from latepool.index.codec import default_num_centroids
+from latepool.options import DEFAULT_CACHE_DIR
 
 sys.path.insert(0, str(Path(__file__).parent))
 from search_scale import COLLECTIONS, DATA, SETTINGS, corpus, directory_bytes, peak_rss_bytes  # noqa: E402

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sentence_transformers.util import maxsim
 
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.data import load_dataset
 from latepool.evaluation.sweep import encode_dataset
 from latepool.models import load_model
+from latepool.options import DEFAULT_CACHE_DIR
 from latepool.scoring import PackedDocuments, maxsim_topk
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from sentence_transformers.util import maxsim
 
-from latepool.cache import DEFAULT_CACHE_DIR, model_fingerprint
 from latepool.data import load_dataset
 from latepool.evaluation.sweep import encode_dataset
+from latepool.fingerprints import model_fingerprint
 from latepool.index import Index
 from latepool.models import load_model
+from latepool.options import DEFAULT_CACHE_DIR
 from latepool.pooling import pool_corpus
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"

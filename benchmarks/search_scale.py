@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.data import load_dataset
 from latepool.evaluation.metrics import mean_metrics
 from latepool.index import Hit, Index
+from latepool.options import DEFAULT_CACHE_DIR
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.cli import build_parser, iter_subparsers
 from latepool.commands.common import MODEL_HELP, OVERRIDE_MODEL_HELP
+from latepool.options import DEFAULT_CACHE_DIR
 
 
 def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latepool.cache import DEFAULT_CACHE_DIR, cached_encode, model_fingerprint
+from latepool.cache import cached_encode
 from latepool.data import RetrievalDataset
 from latepool.evaluation.metrics import mean_metrics
-from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.fingerprints import model_fingerprint
+from latepool.index.codec import Codec
 from latepool.index.storage import bytes_per_vector, round_trip
 from latepool.models import query_length_of
+from latepool.options import DEFAULT_CACHE_DIR, RESIDUAL_BITS
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
 

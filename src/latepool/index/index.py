@@ -34,8 +34,9 @@ from latepool.index.codec import Codec
 from latepool.index.errors import DocumentsExistError, IndexInputError, count_of
 from latepool.index.search import candidate_topk, exact_topk
 from latepool.index.snapshot import Snapshot, open_snapshot, refreshed
-from latepool.index.storage import DTYPES, MAX_SEGMENT_DOCUMENTS
-from latepool.pooling import POOL_METHODS, pool_corpus
+from latepool.index.storage import MAX_SEGMENT_DOCUMENTS
+from latepool.options import DTYPES, POOL_METHODS
+from latepool.pooling import pool_corpus
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.index.codec import Codec
 from latepool.index.kernels import row_group_maxima, score_lists
 from latepool.index.storage import Segment
+from latepool.options import RESIDUAL_BITS
 
 DEFAULT_CHUNK_ROWS = 32768
 

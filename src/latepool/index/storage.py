@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from latepool.index.codec import RESIDUAL_BITS, Codec
+from latepool.index.codec import Codec
 from latepool.index.kernels import row_block_cells, row_cells
-from latepool.options import DTYPES
+from latepool.options import DTYPES, RESIDUAL_BITS
 
 FORMAT_VERSION = 3
 MAX_SEGMENT_DOCUMENTS = 65536  # row_docs is uint16

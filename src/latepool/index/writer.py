@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latepool.index.codec import POINTS_PER_CENTROID, RESIDUAL_BITS, Codec, default_num_centroids
+from latepool.index.codec import POINTS_PER_CENTROID, Codec, default_num_centroids
 from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError, count_of
 from latepool.index.locks import no_readers_opening, writer_lock
 from latepool.index.snapshot import Snapshot, load_snapshot, manifest_stamp
@@ -68,6 +68,7 @@ from latepool.index.storage import (
     sha256_file,
     write_manifest,
 )
+from latepool.options import RESIDUAL_BITS
 from latepool.version import __version__
 
 logger = logging.getLogger(__name__)

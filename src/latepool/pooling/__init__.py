@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from latepool.pooling.functional import KMEANS_BACKENDS, POOL_METHODS, pool_corpus, pool_documents
+from latepool.options import KMEANS_BACKENDS, POOL_METHODS
+from latepool.pooling.functional import pool_corpus, pool_documents
 
 if TYPE_CHECKING:
     from latepool.pooling.modules import (

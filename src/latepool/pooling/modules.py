@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 from sentence_transformers.multi_vector_encoder.modules import BaseTokenPooling
 from torch import Tensor
 
+from latepool.options import KMEANS_BACKENDS, POOL_METHODS
 from latepool.pooling.batch import check_num_protected_tokens, check_pool_factor
-from latepool.pooling.functional import KMEANS_BACKENDS, POOL_METHODS, pool_documents
+from latepool.pooling.functional import pool_documents
 
 
 class _DocumentPooling(BaseTokenPooling):

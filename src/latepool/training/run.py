@@ -20,11 +20,11 @@ import torch
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 import latepool
-from latepool.cache import DEFAULT_CACHE_DIR
 from latepool.checkpoints import save_checkpoint
 from latepool.data import RetrievalDataset
 from latepool.evaluation.sweep import evaluate_documents
 from latepool.extras import require
+from latepool.options import DEFAULT_CACHE_DIR
 from latepool.pooling import pool_corpus
 from latepool.training.cached_states import StateCache, build_state_cache, training_texts, use_cached_states
 from latepool.training.examples import TrainingExamples

@@ -9,7 +9,8 @@ import torch
 from sentence_transformers.multi_vector_encoder import MultiVectorEncoderTrainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
-from latepool.checkpoints import CHECKPOINT_FORMATS, save_checkpoint
+from latepool.checkpoints import save_checkpoint
+from latepool.options import CHECKPOINT_FORMATS
 
 
 class LatepoolTrainer(MultiVectorEncoderTrainer):
