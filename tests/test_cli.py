@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from latepool.cli import build_parser, iter_subparsers
+from latepool.cli import build_parser, iter_subparsers, main
 from latepool.commands.common import MODEL_HELP, OVERRIDE_MODEL_HELP
 from latepool.options import DEFAULT_CACHE_DIR
 
@@ -42,3 +42,29 @@ def test_shared_flags_have_one_name_and_one_default() -> None:
         if "--model" in options(parser) and name != "train":  # train also takes plain transformers
             expected = OVERRIDE_MODEL_HELP if "--index" in options(parser) else MODEL_HELP
             assert options(parser)["--model"].help == expected, name
+
+
+def test_a_model_that_is_neither_local_nor_on_the_hub_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying the network
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "a", "text": "x"}\n')
+    code = main(["pool", "--model", "no-such-org/no-such-model", "--corpus", str(corpus)])
+    error = capsys.readouterr().err
+    assert code == 2 and len(error.strip().splitlines()) == 1
+    assert "'no-such-org/no-such-model' is neither a local directory nor reachable on the Hugging Face hub" in error
+
+
+def test_help_and_version_load_no_torch_and_no_model_code() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, latepool.cli\n"
+        "latepool.cli.build_parser().format_help()\n"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'numba') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    version = subprocess.run([sys.executable, "-m", "latepool.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("latepool ")

@@ -102,7 +102,23 @@ def load_model(model_name_or_path: str | Path, *, device: str | None = None, **k
     """
     if str(model_name_or_path).lower() in MINILM_ALIASES:
         return build_colbert(minilm_path(), device=device, **kwargs)
-    return MultiVectorEncoder(str(model_name_or_path), device=device, **kwargs)
+    try:
+        return MultiVectorEncoder(str(model_name_or_path), device=device, **kwargs)
+    except OSError as error:  # the hub and transformers report unreachable or unknown models as OSErrors
+        if Path(model_name_or_path).is_dir():
+            raise ModelLoadError(f"cannot load the model in {model_name_or_path}: {_first_line(error)}") from error
+        raise ModelLoadError(
+            f"model {str(model_name_or_path)!r} is neither a local directory nor reachable on the Hugging Face hub "
+            f"({_first_line(error)})"
+        ) from error
+
+
+class ModelLoadError(ValueError):
+    """A model that is neither a loadable local checkpoint nor reachable on the hub (one line, for the CLI)."""
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 class ColBERT:
