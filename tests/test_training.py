@@ -403,3 +403,22 @@ def test_embedding_teachers_encode_each_document_once(tiny_pylate_dir: Path) -> 
     )
     assert first == pytest.approx(expected[0].tolist(), abs=1e-5)
     assert second[:2] == pytest.approx([first[2], first[0]], abs=1e-6)
+
+
+def test_mine_and_score_can_be_limited_for_a_quick_run(tiny_bert_dir: Path, beir_dir: Path, tmp_path: Path) -> None:
+    from latepool.data import load_dataset
+    from latepool.training.datasets_io import load_mined, load_table
+
+    mined, scores = tmp_path / "mined", tmp_path / "scores"
+    common = ["--data", str(beir_dir), "--split", "test"]
+    limits = ["--max-queries", "2", "--max-documents", "12", "--hard-negatives", "3", "--random-negatives", "2"]
+    assert main(["mine", *common, "--retriever", str(tiny_bert_dir), *limits, "--output", str(mined)]) == 0
+    rows = load_mined(mined)
+    first = load_dataset(beir_dir, split="test").subset(max_queries=2, max_documents=12)
+    assert {r.query_id for r in rows} <= set(first.query_ids) and len(first.corpus_ids) == 12
+    assert all(set(r.hard_negative_ids + r.random_negative_ids) <= set(first.corpus_ids) for r in rows)
+    score = ["--teacher", str(tiny_bert_dir), "--teacher-type", "bi-encoder", "--hard", "1", "--medium", "1"]
+    score += ["--random", "1", "--max-queries", "1"]
+    assert main(["score", "--mined", str(mined), *common, *score, "--output", str(scores)]) == 0
+    assert len(load_table(scores)) == 1
+    assert main(["mine", *common, "--retriever", str(tiny_bert_dir), "--max-queries", "0", "--output", "x"]) == 2

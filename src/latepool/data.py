@@ -64,6 +64,42 @@ class RetrievalDataset:
     def __repr__(self) -> str:
         return f"RetrievalDataset({self.name!r}, documents={len(self.corpus_ids)}, queries={len(self.query_ids)})"
 
+    def subset(self, max_queries: int | None = None, max_documents: int | None = None) -> RetrievalDataset:
+        """A smaller collection for a quick run: the first ``max_queries`` queries, and a corpus of their
+        judged documents topped up with the corpus's first documents to ``max_documents`` (None: all).
+
+        Example::
+
+            >>> data = RetrievalDataset("d", ["a", "b", "c"], ["A", "B", "C"], ["q1", "q2"], ["Q1", "Q2"],
+            ...                         {"q1": {"c": 1}, "q2": {"a": 1}})
+            >>> small = data.subset(max_queries=1, max_documents=2)
+            >>> small.query_ids, small.corpus_ids
+            (['q1'], ['a', 'c'])
+        """
+        for name, value in (("max_queries", max_queries), ("max_documents", max_documents)):
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        queries = slice(0, max_queries)
+        query_ids = self.query_ids[queries]
+        qrels = {q: self.qrels[q] for q in query_ids if q in self.qrels}
+        keep = {d for judged in qrels.values() for d in judged}
+        if max_documents is None:
+            keep = set(self.corpus_ids)
+        else:
+            for doc_id in self.corpus_ids:
+                if len(keep) >= max_documents:
+                    break
+                keep.add(doc_id)
+        corpus = [(i, t) for i, t in zip(self.corpus_ids, self.corpus_texts) if i in keep]
+        return RetrievalDataset(
+            self.name,
+            [i for i, _ in corpus],
+            [t for _, t in corpus],
+            query_ids,
+            self.query_texts[queries],
+            qrels,
+        )
+
 
 def load_dataset(source: str | Path, split: str = "test") -> RetrievalDataset:
     """Load a collection from a BEIR directory, ``nanobeir:<name>`` or ``beir:<name>``.

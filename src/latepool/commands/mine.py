@@ -12,6 +12,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("mine", help="Mine hard and random negatives with a dense retriever.")
     parser.add_argument("--data", required=True, help="BEIR directory (or nanobeir:/beir: name).")
     parser.add_argument("--split", default="train", help="Qrels split whose queries are mined.")
+    parser.add_argument(
+        "--max-queries", type=int, default=None, help="Only the first N queries (a quick run; default: all)."
+    )
+    parser.add_argument(
+        "--max-documents",
+        type=int,
+        default=None,
+        help="Only the queries' judged documents plus the corpus's first ones, N in all (default: all).",
+    )
     parser.add_argument("--retriever", default="minilm", help="sentence-transformers bi-encoder, or 'minilm'.")
     parser.add_argument("--hard-negatives", type=int, default=100, help="Top-ranked non-positives kept per query.")
     parser.add_argument("--random-negatives", type=int, default=50, help="Random documents added per query.")
@@ -27,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from latepool.training.datasets_io import save_rows
     from latepool.training.mining import load_retriever, mine_negatives
 
-    dataset = load_dataset(args.data, split=args.split)
+    dataset = load_dataset(args.data, split=args.split).subset(args.max_queries, args.max_documents)
     mined = mine_negatives(
         dataset,
         load_retriever(args.retriever, device=args.device),

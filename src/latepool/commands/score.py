@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="The BEIR collection that was mined.")
     parser.add_argument("--split", default="train", help="Qrels split that was mined.")
     parser.add_argument(
+        "--max-queries", type=int, default=None, help="Only the mined rows of the first N queries (default: all)."
+    )
+    parser.add_argument(
         "--teacher", required=True, help="Cross-encoder, LLM reranker, bi-encoder, ColBERT, or 'minilm'."
     )
     parser.add_argument("--teacher-type", choices=TEACHER_TYPES, default=None, help="Override the detected kind.")
@@ -41,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from latepool.training.teacher_scores import Selection, score_mined
     from latepool.training.teachers import detect_teacher_type, load_teacher
 
-    mined = load_mined(args.mined)
-    dataset = load_dataset(args.data, split=args.split)
+    dataset = load_dataset(args.data, split=args.split).subset(args.max_queries)
+    mined = [row for row in load_mined(args.mined) if row.query_id in dataset.qrels]
     kind = args.teacher_type or detect_teacher_type(args.teacher)
     teacher = load_teacher(args.teacher, kind, device=args.device)
     ratio = None if args.keep_false_negatives else args.false_negative_ratio
