@@ -68,3 +68,19 @@ def test_help_and_version_load_no_torch_and_no_model_code() -> None:
     assert result.stdout.strip() == "[]"
     version = subprocess.run([sys.executable, "-m", "latepool.cli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("latepool ")
+
+
+def test_cli_errors_are_one_line_naming_the_flag(tmp_path, capsys) -> None:
+    long_query = "x" * 2001
+    assert main(["search", "--index", str(tmp_path), "--query", long_query]) == 2
+    assert "--max-query-chars 2000" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path), "--query", "q", "-k", "0"]) == 2
+    assert "-k must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path), "--queries", str(tmp_path / "nope.jsonl"), "--output", "r"]) == 2
+    error = capsys.readouterr().err
+    assert error.strip() == f"latepool search: error: file not found: {tmp_path / 'nope.jsonl'}"
+    try:
+        main(["evaluate", "--model", "m", "--data", "d", "--output", "o", "--pool-factors", "0-3"])
+    except SystemExit as exit_info:
+        assert exit_info.code == 2
+    assert "--pool-factors must list factors >= 1, got '0-3'" in capsys.readouterr().err

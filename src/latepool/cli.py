@@ -65,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, UnicodeDecodeError, MissingExtraError) as error:
+    except FileNotFoundError as error:  # "[Errno 2] ..." names no flag; say which file is missing
+        print(f"latepool {args.command}: error: file not found: {error.filename or error}", file=sys.stderr)
+        return 2
+    except (ValueError, UnicodeDecodeError, MissingExtraError) as error:
         print(f"latepool {args.command}: error: {error}", file=sys.stderr)
         return 2
 

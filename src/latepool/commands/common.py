@@ -106,6 +106,26 @@ def add_checkpoint_format_option(parser: argparse.ArgumentParser, flag: str = "-
     )
 
 
+def argument_type(parse):
+    """``parse`` for argparse's ``type=``: its ``ValueError`` message is shown as is, not as
+    "invalid <function name> value".
+
+    Example::
+
+        >>> argparse.ArgumentParser().add_argument("--pool-factors", type=argument_type(parse_pool_factors)).type("2")
+        [2]
+    """
+
+    def parsed(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    parsed.__name__ = parse.__name__
+    return parsed
+
+
 def parse_pool_factors(text: str) -> list[float]:
     """``"1-6"`` -> [1, ..., 6]; ``"1,2,4"`` or ``"1.5,3"`` -> that list. Every factor must be >= 1.
 
@@ -115,13 +135,16 @@ def parse_pool_factors(text: str) -> list[float]:
         [1, 2, 3, 4.5]
     """
     factors: list[float] = []
-    for part in filter(None, (piece.strip() for piece in text.split(","))):
-        if "-" in part:
-            low, high = (int(bound) for bound in part.split("-", 1))
-            factors.extend(range(low, high + 1))
-        else:
-            value = float(part)
-            factors.append(int(value) if value.is_integer() else value)
+    try:
+        for part in filter(None, (piece.strip() for piece in text.split(","))):
+            if "-" in part:
+                low, high = (int(bound) for bound in part.split("-", 1))
+                factors.extend(range(low, high + 1))
+            else:
+                value = float(part)
+                factors.append(int(value) if value.is_integer() else value)
+    except ValueError:
+        factors = []
     if not factors or min(factors) < 1:
         raise ValueError(f"--pool-factors must list factors >= 1, got {text!r}")
     return sorted(set(factors))

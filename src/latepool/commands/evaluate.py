@@ -12,6 +12,7 @@ from latepool.commands.common import (
     add_device_option,
     add_length_options,
     add_model_option,
+    argument_type,
     parse_dtypes,
     parse_methods,
     parse_pool_factors,
@@ -29,10 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="Comma-separated BEIR directories, or nanobeir:NAME / beir:NAME.")
     parser.add_argument("--split", default="test", help="Qrels split to evaluate.")
     parser.add_argument(
-        "--methods", default="kmeans,hierarchical,span", type=parse_methods, help="Comma-separated pooling methods."
+        "--methods",
+        default="kmeans,hierarchical,span",
+        type=argument_type(parse_methods),
+        help="Comma-separated pooling methods.",
     )
     parser.add_argument(
-        "--pool-factors", default="1-6", type=parse_pool_factors, help="Pool factors: a range '1-6' or a list '1,2,4'."
+        "--pool-factors",
+        default="1-6",
+        type=argument_type(parse_pool_factors),
+        help="Pool factors: a range '1-6' or a list '1,2,4'.",
     )
     add_length_options(parser, query_length=48, document_length=300)
     parser.add_argument("--batch-size", type=int, default=32, help="Encoding batch size.")
@@ -53,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtypes",
         default="float32",
-        type=parse_dtypes,
+        type=argument_type(parse_dtypes),
         help="Storage axis: comma-separated index storage types the pooled vectors are encoded and decoded "
         "with before scoring (float32, float16, int8, residual4, residual2, residual1).",
     )

@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--queries", type=Path, help="queries.jsonl ({_id, text}); writes a TREC run to --output.")
     parser.add_argument("-k", type=int, default=None, help="Hits per query (default 10, or 100 with --queries).")
     parser.add_argument("--output", type=Path, default=None, help="TREC run file for --queries.")
+    parser.add_argument(
+        "--max-query-chars",
+        type=int,
+        default=2000,
+        help="Longest query accepted, in characters (the server's limit; the model reads its first tokens only).",
+    )
     parser.add_argument("--json", action="store_true", help="Print hits as JSON.")
     add_model_option(parser, required=False, override=True)
     parser.add_argument(
@@ -65,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         ids, texts = [r["_id"] for r in rows], [r.get("text") or "" for r in rows]
     else:
         ids, texts = ["query"], [args.query]
+    too_long = [i for i, t in zip(ids, texts) if len(t) > args.max_query_chars]
+    if too_long:
+        raise ValueError(
+            f"query {too_long[0]!r} is longer than --max-query-chars {args.max_query_chars} "
+            f"({len(too_long)} of {len(texts)} such)"
+        )
     if args.url or args.qdrant_path:
         from latepool.extras import require
 

@@ -10,6 +10,7 @@ from latepool.commands.common import (
     add_checkpoint_format_option,
     add_device_option,
     add_length_options,
+    argument_type,
     parse_pool_factors,
 )
 from latepool.options import TRAIN_POOL_METHODS
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--pool-factors",
-        type=parse_pool_factors,
+        type=argument_type(parse_pool_factors),
         default="1-6",
         help="Pool factors drawn uniformly per batch: a range '1-6' or a list '1,2,4'.",
     )
