@@ -69,7 +69,11 @@ def markdown_table(cells: list[CellResult], metric: str = "ndcg@10") -> str:
     The reduction is ``1 - vectors / unpooled vectors``, averaged over the methods.
     """
     methods = list(dict.fromkeys(cell.method for cell in cells))
+    dtypes = ", ".join(dict.fromkeys(cell.dtype for cell in cells))
     lines = [
+        f"{metric.upper()} of each pooling method (columns) at each pool factor (PF), vectors stored as {dtypes}; "
+        "the last column is the share of token vectors pooling removed.",
+        "",
         f"| Dataset | PF | {' | '.join(methods)} | mean vector reduction |",
         "|---|---|" + "---|" * (len(methods) + 1),
     ]
@@ -128,7 +132,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 def plot_frontier(path: Path, cells: list[CellResult], metric: str = "ndcg@10") -> None:
     """NDCG@10 against bytes per document for every (method, pool factor, dtype) cell, Pareto front drawn.
 
-    Colour: method; marker: dtype; the number beside a point: its pool factor.
+    Colour: method; marker: dtype; the number beside a point: its pool factor. At pool factor 1
+    nothing is pooled, so every method gives the same point: it is drawn once, in grey.
     """
     import matplotlib
 
@@ -142,9 +147,19 @@ def plot_frontier(path: Path, cells: list[CellResult], metric: str = "ndcg@10") 
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
     for axis, dataset in zip(axes[0], datasets):
         mine = [cell for cell in cells if cell.dataset == dataset]
+        for dtype in dtypes:
+            unpooled = [c for c in mine if c.pool_factor == 1 and c.dtype == dtype][:1]
+            axis.scatter(
+                [c.bytes_per_document for c in unpooled],
+                [c.metrics[metric] for c in unpooled],
+                color="grey",
+                marker=markers[dtype],
+                s=30,
+                label=f"unpooled (PF 1) {dtype}",
+            )
         for number, method in enumerate(methods):
             for dtype in dtypes:
-                chosen = [c for c in mine if c.method == method and c.dtype == dtype]
+                chosen = [c for c in mine if c.method == method and c.dtype == dtype and c.pool_factor != 1]
                 axis.scatter(
                     [c.bytes_per_document for c in chosen],
                     [c.metrics[metric] for c in chosen],
@@ -169,7 +184,8 @@ def plot_frontier(path: Path, cells: list[CellResult], metric: str = "ndcg@10") 
         axis.set_ylabel(metric.upper())
         axis.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=6, ncol=2)
-    figure.tight_layout()
+    figure.text(0.01, 0.01, "The number beside a point is its pool factor.", fontsize=7)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
