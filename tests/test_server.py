@@ -197,3 +197,24 @@ def test_booleans_must_be_json_booleans(index: Index, running_server) -> None:
         assert post(client, "/search", {"query": "mice", "candidates": "true"}).status_code == 400
         assert post(client, "/search", {"query": "mice", "candidates": None}).status_code == 200
         assert post(client, "/add", {**document, "replace": True}).status_code == 200
+
+
+def test_concurrent_searches_share_encoding_passes_and_get_their_own_results(index: Index, running_server) -> None:
+    queries = [f"mice protein brain {i}" for i in range(24)]
+    alone = [[h.id for h in row] for row in index.search(queries, k=5)]
+    app = create_app(index, ServerConfig(max_batch_queries=8))
+    with running_server(app) as url:
+
+        def ask(query: str) -> list[str]:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                return [h["id"] for h in post(client, "/search", {"query": query, "k": 5}).json()["results"][0]]
+
+        with ThreadPoolExecutor(8) as pool:
+            answered = list(pool.map(ask, queries))
+    assert answered == alone  # each request gets its own query's hits
+    assert app.state.batcher.passes < len(queries)  # and requests shared passes
+    idle = create_app(index, ServerConfig(max_batch_queries=1))
+    with running_server(idle) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for query in queries[:3]:
+            assert post(client, "/search", {"query": query}).status_code == 200
+    assert idle.state.batcher.passes == 3

@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-documents", type=int, default=1000, help="Documents (or ids) per /add or /delete.")
     parser.add_argument("--max-queries", type=int, default=256, help="Queries per /search.")
     parser.add_argument("--max-query-chars", type=int, default=2000, help="Characters per query.")
+    parser.add_argument(
+        "--max-batch-queries",
+        type=int,
+        default=32,
+        help="Queries of concurrent searches encoded in one pass (1: each request on its own).",
+    )
     parser.set_defaults(run=run)
 
 
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         max_documents=args.max_documents,
         max_queries=args.max_queries,
         max_query_chars=args.max_query_chars,
+        max_batch_queries=args.max_batch_queries,
     )
     if config.api_key is None and config.read_only and not args.read_only:
         print(f"latepool serve: warning: {args.host} serves searches to anyone who can reach it", file=sys.stderr)

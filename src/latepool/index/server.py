@@ -21,6 +21,8 @@ Security model (see :class:`ServerConfig`):
 - Every answer is JSON. Client errors are 4xx (400 bad input, 404 unknown ids, 409 existing ids);
   anything else is the server's fault: 500 with a generic message (details go to the log).
 
+The queries of concurrent ``/search`` requests are encoded together (:class:`QueryBatcher`): one
+model pass serves many small requests, and an idle server encodes a lone request at once.
 Index work runs in worker threads; searches read an immutable snapshot, so searches running while
 an add or delete commits see the index before or after it, never a mix. Before each request the
 server moves to the latest commit (one ``stat`` when nothing changed), so what another process
@@ -36,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -76,6 +79,8 @@ class ServerConfig:
         max_queries: Queries per ``/search``. Default 256.
         max_query_chars: Characters per query. Default 2,000.
         max_k: Largest ``k``. Default 1,000.
+        max_batch_queries: Queries of concurrent ``/search`` requests encoded in one pass (see
+            :class:`QueryBatcher`; 1: each request encodes its own). Default 32.
     """
 
     api_key: str | None = None
@@ -86,15 +91,85 @@ class ServerConfig:
     max_queries: int = 256
     max_query_chars: int = 2000
     max_k: int = 1000
+    max_batch_queries: int = 32
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty")
         if self.keyed_reads and self.api_key is None:
             raise ValueError("keyed_reads needs an api_key")
-        for name in ("max_body_bytes", "max_documents", "max_queries", "max_query_chars", "max_k"):
+        for name in (
+            "max_body_bytes",
+            "max_documents",
+            "max_queries",
+            "max_query_chars",
+            "max_k",
+            "max_batch_queries",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class QueryBatcher:
+    """Encodes the queries of concurrent requests together: one model pass for many small requests.
+
+    No request waits for a timer. While no encoding runs, a request's queries are encoded at once,
+    so an idle server answers as fast as without batching; while one runs, the requests that arrive
+    queue up and are encoded together when it ends, up to ``max_queries`` per pass.
+
+    Args:
+        encode: Encodes a list of query texts into a list of ``(len, dim)`` tensors (blocking).
+        max_queries: Queries per pass (at least each request's own).
+
+    Example::
+
+        batcher = QueryBatcher(lambda texts: index.model().encode_query(texts, convert_to_numpy=False))
+        embeddings = await batcher.encode(["what causes cancer?"])
+    """
+
+    def __init__(self, encode, max_queries: int = 32) -> None:
+        self._encode = encode
+        self.max_queries = max_queries
+        self._waiting: list[tuple[list[str], asyncio.Future]] = []
+        self._running = False
+        self.passes = 0  # encoding passes so far (for tests and monitoring)
+
+    async def encode(self, queries: list[str]) -> list:
+        """The embeddings of ``queries``, encoded in a pass shared with other waiting requests.
+
+        With ``max_queries`` 1 every request encodes on its own thread at once, as without a batcher.
+        """
+        if self.max_queries == 1:
+            self.passes += 1
+            return await run_in_threadpool(self._encode, queries)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((queries, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, size = [], 0
+                while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self.max_queries):
+                    batch.append(self._waiting.pop(0))
+                    size += len(batch[-1][0])
+                texts = [text for queries, _ in batch for text in queries]
+                try:
+                    embeddings = await run_in_threadpool(self._encode, texts)
+                except Exception as error:  # every request of the pass gets the error
+                    for _, future in batch:
+                        future.set_exception(error)
+                    continue
+                self.passes += 1
+                start = 0
+                for queries, future in batch:
+                    future.set_result(list(embeddings[start : start + len(queries)]))
+                    start += len(queries)
+        finally:
+            self._running = False
 
 
 class RequestError(Exception):
@@ -232,6 +307,11 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
     """The ASGI application serving ``index`` under ``config`` (default: no key, writable, default limits)."""
     config = config or ServerConfig()
 
+    def encode_queries(texts: list[str]) -> list:
+        return [e.float().cpu() for e in index.model().encode_query(texts, convert_to_numpy=False)]
+
+    batcher = QueryBatcher(encode_queries, config.max_batch_queries)
+
     async def health(request: Request) -> JSONResponse:
         _authorize(request, config, write=False)
         await run_in_threadpool(index.refresh)
@@ -252,7 +332,8 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         k = _int_field(body, "k", 10, 1, config.max_k)
         candidates = _bool_field(body, "candidates", None)
         await run_in_threadpool(index.refresh)
-        hits = await run_in_threadpool(index.search, queries, k, candidates=candidates)
+        embeddings = await batcher.encode(queries)
+        hits = await run_in_threadpool(index.search_embeddings, embeddings, k, candidates=candidates)
         return JSONResponse({"results": [[{"id": h.id, "score": h.score} for h in row] for row in hits]})
 
     async def add(request: Request) -> JSONResponse:
@@ -286,7 +367,9 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         HTTPException: _http_error,
         Exception: _server_error,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.batcher = batcher
+    return app
 
 
 async def _request_error(request: Request, error: Exception) -> JSONResponse:
