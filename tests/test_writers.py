@@ -18,17 +18,10 @@ import latepool.index.writer as writer_module
 from latepool.index import Index
 from latepool.index.locks import IndexBusyError, writer_lock
 from latepool.index.storage import PARTIAL
+from test_codec import SETTINGS as INDEX_SETTINGS
 
 DIM = 16
-SETTINGS = {
-    "model": "",
-    "model_hash": "",
-    "query_length": 8,
-    "document_length": 32,
-    "pool_method": "kmeans",
-    "pool_factor": 2,
-    "dtype": "residual2",
-}
+SETTINGS = {**INDEX_SETTINGS, "pool_factor": 2, "dtype": "residual2"}
 
 
 def documents(count: int, seed: int = 0) -> list[torch.Tensor]:
