@@ -82,6 +82,7 @@ def train_centroids(
     seed: int = 0,
     iterations: int = 8,
     points_per_centroid: int = POINTS_PER_CENTROID,
+    in_place: bool = False,
 ) -> Tensor:
     """Spherical k-means centroids of (a sample of) ``vectors``; deterministic under ``seed``.
 
@@ -97,6 +98,7 @@ def train_centroids(
         seed: Seed of the sample and of the initial centroids.
         iterations: Lloyd iterations (per level).
         points_per_centroid: Training sample size per centroid (the rest is not used).
+        in_place: ``vectors`` may be normalized in place (no copy of the sample).
 
     Returns:
         ``(num_centroids, dim)`` unit-norm float32 centroids.
@@ -104,8 +106,11 @@ def train_centroids(
     generator = torch.Generator().manual_seed(seed)
     sample = max(points_per_centroid * num_centroids, num_centroids)
     if len(vectors) > sample:
-        vectors = vectors[torch.randperm(len(vectors), generator=generator)[:sample]]
-    vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        vectors, in_place = vectors[torch.randperm(len(vectors), generator=generator)[:sample]], True  # a copy
+    if in_place and vectors.dtype == torch.float32:  # what normalize computes, without a second copy
+        vectors = vectors.div_(vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    else:
+        vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
     if num_centroids <= TWO_LEVEL_ABOVE:
         return _lloyd(vectors, num_centroids, generator, iterations)
     coarse = _lloyd(vectors, 2 ** round(math.log2(math.sqrt(num_centroids))), generator, iterations)
@@ -204,6 +209,7 @@ class CentroidGroups:
         return best_codes
 
 
+ENCODE_BLOCK_ROWS = 65536  # vectors encoded at a time (their temporaries, not the batch's, in memory)
 EXACT_ASSIGN_BELOW = 1024  # with at most this many centroids, assignment scores every centroid
 
 
@@ -225,7 +231,13 @@ class Codec:
 
     @classmethod
     def train(
-        cls, vectors: Tensor, num_centroids: int | None = None, bits: int = 0, seed: int = 0, held_out: int = 50_000
+        cls,
+        vectors: Tensor,
+        num_centroids: int | None = None,
+        bits: int = 0,
+        seed: int = 0,
+        held_out: int = 50_000,
+        consume: bool = False,
     ) -> Codec:
         """Train centroids on ``vectors`` and, for ``bits > 0``, the residual buckets on held-out vectors.
 
@@ -235,12 +247,15 @@ class Codec:
             bits: 0, 1, 2 or 4.
             seed: Seed of sampling and initialization.
             held_out: Vectors whose residuals set the cutoffs and weights.
+            consume: ``vectors`` may be overwritten (normalized in place): no copy of the sample is
+                made, for a caller that drops it afterwards.
         """
         if bits not in (0, 1, 2, 4):
             raise ValueError(f"bits must be 0, 1, 2 or 4, got {bits}")
         num_centroids = min(num_centroids or default_num_centroids(len(vectors)), MAX_CENTROIDS)
-        centroids = train_centroids(vectors, num_centroids, seed=seed)
-        return cls(centroids).with_bits(bits, vectors, seed=seed, held_out=held_out)
+        residual_sample = _held_out(vectors, seed, held_out) if bits else vectors[:0]
+        centroids = train_centroids(vectors, num_centroids, seed=seed, in_place=consume)
+        return cls(centroids).with_bits(bits, residual_sample, seed=seed, held_out=held_out)
 
     def with_bits(self, bits: int, vectors: Tensor, seed: int = 0, held_out: int = 50_000) -> Codec:
         """A codec with the same centroids and ``bits``-bit residual buckets fitted on (a sample of) ``vectors``.
@@ -250,8 +265,7 @@ class Codec:
         """
         if bits == 0:
             return Codec(self.centroids)
-        generator = torch.Generator().manual_seed(seed + 1)
-        sample = vectors[torch.randperm(len(vectors), generator=generator)[:held_out]].float()
+        sample = _held_out(vectors, seed, held_out)
         residuals = (sample - self.centroids[self._groups.assign(sample)]).flatten()  # as encode assigns
         levels = 2**bits
         cutoffs = _quantiles(residuals, torch.arange(1, levels) / levels)
@@ -278,10 +292,16 @@ class Codec:
             raise ValueError("this codec stores codes only (bits = 0)")
         if self.dim * self.bits % 8:
             raise ValueError(f"dim * bits must be a multiple of 8, got {self.dim} * {self.bits}")
-        vectors = vectors.float()
-        codes = self._groups.assign(vectors)
-        buckets = torch.bucketize(vectors - self.centroids[codes], self.cutoffs).numpy().astype(np.uint8)
-        return codes.numpy().astype(np.uint16), pack_buckets(buckets, self.bits)
+        codes, packed = [], []
+        for start in range(0, len(vectors), ENCODE_BLOCK_ROWS):  # bounded temporaries for any batch
+            block = vectors[start : start + ENCODE_BLOCK_ROWS].float()
+            block_codes = self._groups.assign(block)
+            buckets = torch.bucketize(block - self.centroids[block_codes], self.cutoffs).to(torch.uint8).numpy()
+            codes.append(block_codes.numpy().astype(np.uint16))
+            packed.append(pack_buckets(buckets, self.bits))
+        if not codes:
+            return np.zeros(0, np.uint16), np.zeros((0, self.dim * self.bits // 8), np.uint8)
+        return np.concatenate(codes), np.concatenate(packed)
 
     def decode(self, codes: np.ndarray, residuals: np.ndarray) -> Tensor:
         """``(rows, dim)`` float32 vectors from codes and packed residual buckets.
@@ -315,6 +335,16 @@ class Codec:
             if not bits:
                 return cls(centroids)
             return cls(centroids, bits, torch.from_numpy(data["cutoffs"]), torch.from_numpy(data["weights"]))
+
+
+def _held_out(vectors: Tensor, seed: int, held_out: int) -> Tensor:
+    """The ``held_out`` vectors (a copy, float32) whose residuals fit the buckets, drawn under ``seed``.
+
+    Drawing them again from themselves gives the same set, in another order (the quantiles do not
+    depend on it).
+    """
+    generator = torch.Generator().manual_seed(seed + 1)
+    return vectors[torch.randperm(len(vectors), generator=generator)[:held_out]].float()
 
 
 def pack_buckets(buckets: np.ndarray, bits: int) -> np.ndarray:

@@ -51,6 +51,7 @@ from latepool.options import DTYPES, RESIDUAL_BITS
 
 FORMAT_VERSION = 3
 MAX_SEGMENT_DOCUMENTS = 65536  # row_docs is uint16
+ENCODE_ROWS = 65536  # vectors a SegmentBuffer encodes at a time
 
 
 class IndexFormatError(ValueError):
@@ -307,9 +308,16 @@ class SegmentBuffer:
         """Encode ``(n_i, dim)`` documents with the codec and hold them."""
         if any(len(d) == 0 for d in documents):
             raise ValueError("every document needs at least one vector")
-        if documents:
-            vectors = torch.cat([d.detach().float().cpu() for d in documents])
-            self.add_stored(ids, [len(d) for d in documents], encode_values(vectors, self.dtype, self.codec))
+        start = 0
+        while start < len(documents):  # a group of documents of at most ENCODE_ROWS vectors at a time
+            stop, rows = start + 1, len(documents[start])
+            while stop < len(documents) and rows + len(documents[stop]) <= ENCODE_ROWS:
+                rows += len(documents[stop])
+                stop += 1
+            vectors = torch.cat([d.detach().float().cpu() for d in documents[start:stop]])
+            lengths = [len(d) for d in documents[start:stop]]
+            self.add_stored(ids[start:stop], lengths, encode_values(vectors, self.dtype, self.codec))
+            start = stop
 
     def add_stored(self, ids: list[str], lengths: list[int], arrays: dict[str, np.ndarray]) -> None:
         """Hold documents given as stored arrays in document order (``values``, ``scales``, ``codes``)."""

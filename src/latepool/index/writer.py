@@ -521,7 +521,8 @@ class IndexBuilder:
         count, seed = self._centroid_count(), self.request["seed"]
         chosen = sample_plan(lengths, seed, limit=max(MIN_SAMPLE_VECTORS, POINTS_PER_CENTROID * count))
         sample = _gather_sample(chosen, lengths, pending, documents, self._manifest["dim"])
-        self._codec = Codec.train(sample, count, bits=RESIDUAL_BITS.get(self._manifest["dtype"], 0), seed=seed)
+        bits = RESIDUAL_BITS.get(self._manifest["dtype"], 0)
+        self._codec = Codec.train(sample, count, bits=bits, seed=seed, consume=True)
         del sample
         name = f"codec-{uuid.uuid4().hex[:12]}.npz"
         self._codec.save(self.root / name)
