@@ -398,6 +398,10 @@ class IndexBuilder:
         if self._codec is not None or not self.request["centroids"]:
             self._buffer = SegmentBuffer(manifest["dtype"], self._codec)
 
+    def has(self, doc_id: str) -> bool:
+        """Whether the build already holds the document ``doc_id`` (committed, pending or buffered)."""
+        return doc_id in self._seen
+
     @property
     def done(self) -> int:
         """Documents committed so far: a resumed build's stream skips this many first documents."""
@@ -591,7 +595,7 @@ def build_from_batches(
         for ids, documents in batches:
             if skip:
                 skipped, ids, documents = ids[:skip], ids[skip:], documents[skip:]
-                if any(i not in builder._seen for i in skipped):
+                if not all(builder.has(i) for i in skipped):
                     raise ValueError(f"{path}: the stream's first documents are not those of the partial build")
                 skip -= len(skipped)
             if len(ids):
