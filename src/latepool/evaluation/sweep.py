@@ -5,6 +5,7 @@ Pool factor 1 is the unpooled model: it is scored once per dataset and reported 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,8 @@ from latepool.scoring import PackedDocuments, maxsim_topk
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,14 +146,46 @@ def encode_dataset(
         show_progress_bar=show_progress_bar,
         max_length=getattr(transformer, "document_length", None),
     ).tensors()
-    queries = encode(
-        dataset.query_ids,
-        dataset.query_texts,
-        task="query",
-        show_progress_bar=False,
-        max_length=query_length_of(transformer),
-    ).tensors()
+    with _QueryWidthNotice(query_length_of(transformer)):
+        queries = encode(
+            dataset.query_ids,
+            dataset.query_texts,
+            task="query",
+            show_progress_bar=False,
+            max_length=query_length_of(transformer),
+        ).tensors()
     return documents, queries
+
+
+class _QueryWidthNotice(logging.Filter):
+    """Replaces sentence-transformers' warning that queries filled the query width with a note that says
+    it is expected (ColBERT encodes every query at one fixed width, the paper's 48 tokens)."""
+
+    PREFIX = "One or more queries filled the entire query_expansion length"
+
+    def __init__(self, width: int | None) -> None:
+        super().__init__()
+        self.width, self.seen = width, False
+        self.logger = logging.getLogger("sentence_transformers.base.modules.transformer")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(self.PREFIX):
+            self.seen = True
+            return False
+        return True
+
+    def __enter__(self) -> _QueryWidthNotice:
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.logger.removeFilter(self)
+        if self.seen:
+            logger.warning(
+                "some queries are longer than the query length (%s tokens) and were cut there; this is expected: "
+                "ColBERT encodes every query at this one width (--query-length changes it)",
+                self.width,
+            )
 
 
 def sweep_dataset(
