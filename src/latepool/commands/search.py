@@ -106,7 +106,7 @@ def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
         raise ValueError("--url/--qdrant-path needs --collection")
     if any(not t.strip() for t in texts):
         raise ValueError("queries must be non-empty texts")
-    embeddings = [e.float().cpu() for e in index.model().encode_query(texts, convert_to_numpy=False)]
+    embeddings = index.encode_queries(texts)
     client = connect(url=args.url, path=args.qdrant_path, api_key=args.qdrant_api_key)
     try:
         return search_qdrant(client, args.collection, embeddings, k, prefetch=args.prefetch or None)

@@ -15,6 +15,15 @@ class DocumentsNotFoundError(IndexInputError):
     """Ids that are not in the index."""
 
 
+def documents_exist(existing: list[str]) -> DocumentsExistError:
+    """The error for adding documents whose ids are in the index (``existing``, in the order given)."""
+    verb = "exists" if len(existing) == 1 else "exist"
+    return DocumentsExistError(
+        f"{count_of(len(existing), 'document')} already {verb} (first: {existing[0]!r}); "
+        "add with replace (--replace) to overwrite"
+    )
+
+
 def count_of(number: int, noun: str) -> str:
     """``"1 id"``, ``"2 ids"``: a count with its noun in the right number.
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from latepool.fingerprints import model_fingerprint, texts_fingerprint
 from latepool.index import writer
 from latepool.index.codec import Codec
-from latepool.index.errors import DocumentsExistError, IndexInputError, count_of
+from latepool.index.errors import IndexInputError, count_of, documents_exist
 from latepool.index.search import candidate_topk, exact_topk
 from latepool.index.snapshot import Snapshot, open_snapshot, refreshed
 from latepool.index.storage import MAX_SEGMENT_DOCUMENTS
@@ -331,10 +331,13 @@ class Index:
         empty = [i for i, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
         if not queries or empty:
             raise IndexInputError(f"queries must be non-empty texts (empty at positions {empty})")
-        embeddings = self.model().encode_query(queries, convert_to_numpy=False)
         return self.search_embeddings(
-            [e.float().cpu() for e in embeddings], k, candidates=candidates, nprobe=nprobe, rescore=rescore
+            self.encode_queries(queries), k, candidates=candidates, nprobe=nprobe, rescore=rescore
         )
+
+    def encode_queries(self, queries: list[str]) -> list[Tensor]:
+        """Query texts as the index searches them: ``(len, dim)`` float32 tensors on the CPU, never pooled."""
+        return [e.float().cpu() for e in self.model().encode_query(queries, convert_to_numpy=False)]
 
     def search_embeddings(
         self,
@@ -395,10 +398,7 @@ class Index:
         self.refresh()
         existing = [i for i in ids if i in self._snapshot.locations]
         if existing and not replace:  # fail before encoding; the writer checks again under its lock
-            raise DocumentsExistError(
-                f"{count_of(len(existing), 'document')} already exist{'s' if len(existing) == 1 else ''} "
-                f"(first: {existing[0]!r}); add with replace (--replace) to overwrite"
-            )
+            raise documents_exist(existing)
         manifest = self.manifest
         documents = encode_and_pool(
             self.model(), texts, manifest["pool_method"], manifest["pool_factor"], batch_size, show_progress_bar

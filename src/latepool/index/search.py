@@ -30,7 +30,7 @@ from torch import Tensor
 
 from latepool.index.codec import Codec
 from latepool.index.kernels import row_group_maxima, score_lists
-from latepool.index.storage import Segment
+from latepool.index.storage import Segment, document_rows
 from latepool.options import RESIDUAL_BITS
 
 DEFAULT_CHUNK_ROWS = 32768
@@ -120,31 +120,6 @@ def exact_topk(
                 best = _merge(best, scores[keep], (view.base + start + keep)[None, :], k)
             start = stop
     return best
-
-
-def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every range, in order, as one array.
-
-    Example::
-
-        >>> expand_ranges(np.array([0, 5]), np.array([2, 1])).tolist()
-        [0, 1, 5]
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return np.arange(int(lengths.sum())) + shift
-
-
-def document_rows(offsets: np.ndarray, documents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of ``documents`` (in order) and the row count of each.
-
-    Example::
-
-        >>> [a.tolist() for a in document_rows(np.array([0, 2, 5, 6]), np.array([0, 2]))]
-        [[0, 1, 5], [2, 1]]
-    """
-    starts, lengths = offsets[documents], offsets[documents + 1] - offsets[documents]
-    return expand_ranges(starts, lengths), lengths
 
 
 def candidate_topk(

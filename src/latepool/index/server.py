@@ -123,7 +123,7 @@ class QueryBatcher:
 
     Example::
 
-        batcher = QueryBatcher(lambda texts: index.model().encode_query(texts, convert_to_numpy=False))
+        batcher = QueryBatcher(index.encode_queries)
         embeddings = await batcher.encode(["what causes cancer?"])
     """
 
@@ -307,10 +307,7 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
     """The ASGI application serving ``index`` under ``config`` (default: no key, writable, default limits)."""
     config = config or ServerConfig()
 
-    def encode_queries(texts: list[str]) -> list:
-        return [e.float().cpu() for e in index.model().encode_query(texts, convert_to_numpy=False)]
-
-    batcher = QueryBatcher(encode_queries, config.max_batch_queries)
+    batcher = QueryBatcher(index.encode_queries, config.max_batch_queries)
 
     async def health(request: Request) -> JSONResponse:
         _authorize(request, config, write=False)

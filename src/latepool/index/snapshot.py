@@ -161,9 +161,14 @@ def open_snapshot(root: Path, *, verify: bool = False) -> Snapshot:
         return load_snapshot(root, manifest, stamp=stamp)
 
 
-def refreshed(root: Path, snapshot: Snapshot) -> Snapshot:
-    """``snapshot`` if it is still the latest commit, else the latest (sharing the segments both name)."""
-    if manifest_stamp(root) == snapshot.stamp:
+def refreshed(root: Path, snapshot: Snapshot, *, trust_stamp: bool = True) -> Snapshot:
+    """``snapshot`` if it is still the latest commit, else the latest (sharing the segments both name).
+
+    With ``trust_stamp`` an unchanged :func:`manifest_stamp` means nothing was committed (one
+    ``stat``); a writer passes False and always compares manifests, since a file's identity can
+    repeat after quick commits and a change applied to a stale state would lose another writer's.
+    """
+    if trust_stamp and manifest_stamp(root) == snapshot.stamp:
         return snapshot
     with reading(root):
         stamp = manifest_stamp(root)

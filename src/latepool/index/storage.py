@@ -180,9 +180,7 @@ class Segment:
             The documents' lengths, and their ``values`` (``scales``, ``codes``) in document order,
             exactly as stored (nothing is decoded).
         """
-        starts, stops = self.offsets[positions], self.offsets[np.asarray(positions) + 1]
-        lengths = (stops - starts).astype(np.int64)
-        rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        rows, lengths = document_rows(self.offsets, np.asarray(positions))
         return lengths.tolist(), self.read_rows(rows)
 
     def documents(self, codec: Codec | None) -> list[torch.Tensor]:
@@ -275,6 +273,31 @@ def group_by_centroid(arrays: dict[str, np.ndarray], offsets: np.ndarray, num_ce
     return stored
 
 
+def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every range, in order, as one array.
+
+    Example::
+
+        >>> expand_ranges(np.array([0, 5]), np.array([2, 1])).tolist()
+        [0, 1, 5]
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(int(lengths.sum())) + shift
+
+
+def document_rows(offsets: np.ndarray, documents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of ``documents`` (in order) and the row count of each.
+
+    Example::
+
+        >>> [a.tolist() for a in document_rows(np.array([0, 2, 5, 6]), np.array([0, 2]))]
+        [[0, 1, 5], [2, 1]]
+    """
+    starts, lengths = offsets[documents], offsets[documents + 1] - offsets[documents]
+    return expand_ranges(starts, lengths), lengths
+
+
 class SegmentBuffer:
     """Documents waiting to become one segment, held as what the segment stores (codes, values, scales).
 
@@ -287,8 +310,8 @@ class SegmentBuffer:
 
         >>> buffer = SegmentBuffer("float16", codec=None)
         >>> buffer.add_documents(["a", "b"], [torch.ones(2, 4), torch.zeros(1, 4)])
-        >>> len(buffer), buffer.rows
-        (2, 3)
+        >>> len(buffer), buffer.lengths
+        (2, [2, 1])
     """
 
     def __init__(self, dtype: str, codec: Codec | None) -> None:
@@ -299,10 +322,6 @@ class SegmentBuffer:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.lengths)
 
     def add_documents(self, ids: list[str], documents: list[torch.Tensor]) -> None:
         """Encode ``(n_i, dim)`` documents with the codec and hold them."""
@@ -362,8 +381,6 @@ def write_segment(
         dtype: Storage type.
         codec: The index's codec (required for residual dtypes; None: no inverted lists).
     """
-    if codec is not None and len(documents) > MAX_SEGMENT_DOCUMENTS:
-        raise ValueError(f"a segment holds at most {MAX_SEGMENT_DOCUMENTS} documents, got {len(documents)}")
     buffer = SegmentBuffer(dtype, codec)
     buffer.add_documents(ids, documents)
     return buffer.write(directory)

@@ -49,9 +49,9 @@ import torch
 from torch import Tensor
 
 from latepool.index.codec import POINTS_PER_CENTROID, Codec, default_num_centroids
-from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError, count_of
+from latepool.index.errors import DocumentsNotFoundError, IndexInputError, count_of, documents_exist
 from latepool.index.locks import no_readers_opening, writer_lock
-from latepool.index.snapshot import Snapshot, load_snapshot, manifest_stamp
+from latepool.index.snapshot import Snapshot, load_snapshot, manifest_stamp, open_snapshot, refreshed
 from latepool.index.storage import (
     DTYPES,
     FORMAT_VERSION,
@@ -98,10 +98,7 @@ def add_documents(
             raise IndexInputError(f"documents must be non-empty (n, {dim}) tensors")
         existing = [i for i in ids if i in snapshot.locations]
         if existing and not replace:
-            raise DocumentsExistError(
-                f"{count_of(len(existing), 'document')} already exist{'s' if len(existing) == 1 else ''} "
-                f"(first: {existing[0]!r}); add with replace (--replace) to overwrite"
-            )
+            raise documents_exist(existing)
         manifest = copy.deepcopy(snapshot.manifest)
         tombstone(manifest, snapshot, existing)
         segments = write_documents(root, manifest, ids, documents, snapshot.codec)
@@ -152,17 +149,8 @@ def compact(root: Path, *, current: Snapshot | None = None) -> Snapshot:
 
 
 def latest(root: Path, current: Snapshot | None = None) -> Snapshot:
-    """The latest committed snapshot (``current`` itself when it is still the latest, else sharing its segments).
-
-    A writer always reads the manifest: a file's identity (:func:`manifest_stamp`) can repeat
-    after quick commits, and a change applied to a stale state would lose another writer's.
-    """
-    stamp = manifest_stamp(root)
-    manifest = read_manifest(root)
-    if current is not None and manifest == current.manifest:
-        current.stamp = stamp
-        return current
-    return load_snapshot(root, manifest, reuse=current, stamp=stamp)
+    """The latest committed snapshot, read from the manifest (``current`` itself if it is still the latest)."""
+    return open_snapshot(root) if current is None else refreshed(root, current, trust_stamp=False)
 
 
 def tombstone(manifest: dict[str, Any], snapshot: Snapshot, ids: list[str]) -> None:
@@ -193,7 +181,7 @@ def inherit_locations(
 
 def segments_to_merge(snapshot: Snapshot) -> list:
     """The views compaction rewrites: segments with deletions, and small ones (none if only one small, whole one)."""
-    small = min(max(snapshot.manifest["document_count"], 1), MAX_SEGMENT_DOCUMENTS) / 4
+    small = min(max(snapshot.live_counts()[0], 1), MAX_SEGMENT_DOCUMENTS) / 4
     rewrite = [v for v in snapshot.views if not v.live.all() or v.segment.count < small]
     if not rewrite or (len(rewrite) == 1 and rewrite[0].live.all()):
         return []
@@ -206,10 +194,7 @@ def merge_segments(root: Path, manifest: dict[str, Any], views: list, codec: Cod
     Each old segment is mapped anew and released after its documents are copied, so the memory
     held is one new segment's arrays and the pages of one old segment.
     """
-    names = {view.segment.name for view in views}
-    manifest["segments"] = [n for n in manifest["segments"] if n not in names]
-    manifest["deleted"] = {n: p for n, p in manifest["deleted"].items() if n not in names}
-    manifest["checksums"] = {k: v for k, v in manifest["checksums"].items() if k.split("/")[0] not in names}
+    forget(manifest, {view.segment.name for view in views})
     buffer, written = SegmentBuffer(manifest["dtype"], codec), []
     for view in views:
         segment = read_segment(root, view.segment.name, manifest["dtype"], manifest["dim"])
@@ -225,6 +210,13 @@ def merge_segments(root: Path, manifest: dict[str, Any], views: list, codec: Cod
     if len(buffer):
         written.append(write_buffer(root, manifest, buffer))
     return written
+
+
+def forget(manifest: dict[str, Any], names: set[str]) -> None:
+    """Take the segments or chunks ``names`` out of ``manifest``: its segment list, deletions and checksums."""
+    manifest["segments"] = [n for n in manifest["segments"] if n not in names]
+    manifest["deleted"] = {n: p for n, p in manifest["deleted"].items() if n not in names}
+    manifest["checksums"] = {k: v for k, v in manifest["checksums"].items() if k.split("/")[0] not in names}
 
 
 def write_documents(
@@ -455,9 +447,7 @@ class IndexBuilder:
         if len(self._buffer):
             self._write_open_segment()
         manifest = self._manifest
-        snapshot = Snapshot.assemble(manifest, self._segments, self._codec)
-        manifest["document_count"], manifest["vector_count"] = snapshot.live_counts()
-        rewrite = segments_to_merge(snapshot)
+        rewrite = segments_to_merge(Snapshot.assemble(manifest, self._segments, self._codec))
         if rewrite:
             merged = merge_segments(self.root, manifest, rewrite, self._codec)
             self._segments = [s for s in self._segments if s.name in manifest["segments"]] + merged
@@ -523,7 +513,7 @@ class IndexBuilder:
         lengths = [n for chunk in pending for n in _read_pending(chunk, with_vectors=False)[1]]
         lengths += [len(d) for d in documents]
         count, seed = self._centroid_count(), self.request["seed"]
-        chosen = sample_plan(lengths, seed, limit=max(MIN_SAMPLE_VECTORS, POINTS_PER_CENTROID * count))
+        chosen = sample_plan(lengths, seed, limit=self._sample_target())
         sample = _gather_sample(chosen, lengths, pending, documents, self._manifest["dim"])
         bits = RESIDUAL_BITS.get(self._manifest["dtype"], 0)
         self._codec = Codec.train(sample, count, bits=bits, seed=seed, consume=True)
@@ -540,10 +530,7 @@ class IndexBuilder:
         self._buffer_documents(list(ids), list(documents))
         if len(self._buffer):
             self._write_open_segment()
-        names = {chunk.name for chunk in pending}
-        self._manifest["checksums"] = {
-            k: v for k, v in self._manifest["checksums"].items() if k.split("/")[0] not in names
-        }
+        forget(self._manifest, {chunk.name for chunk in pending})
         self._manifest["build"]["pending"] = []
         self._pending_documents = 0
         self._commit()
