@@ -13,7 +13,7 @@ encodes text:
   deletes up to a tenth, and a compaction in a process of its own (seconds, peak RSS, and whether
   2,000 untouched documents kept bit-identical vectors).
 - ``--text-sizes``: ``Index.build`` from text with MiniLM on the first N real documents (peak RSS
-  must not grow with N).
+  must not grow with N); beyond the 9,849 real documents, their texts again under new ids.
 - ``--writers``: processes adding, deleting and compacting at once on a copy of the first size's
   index while another searches throughout: searches answered and their latency, documents
   accounted for, and the index verified at the end.
@@ -143,6 +143,10 @@ def build_text(path: Path, size: int) -> dict:
         dataset = load_dataset(DATA / name, split="test")
         ids += [f"{name}:{i}" for i in dataset.corpus_ids]
         texts += dataset.corpus_texts
+    real = len(ids)
+    for copy in range(1, -(-size // real)):  # beyond the real documents: their texts again, under new ids
+        ids += [f"copy{copy}:{i}" for i in ids[:real]]
+        texts += texts[:real]
     model = load_model("minilm", device="cpu")
     rss_model = peak_rss_bytes()
     started = time.perf_counter()

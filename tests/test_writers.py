@@ -287,10 +287,11 @@ def test_an_add_or_compaction_killed_anywhere_leaves_a_committed_state(tmp_path:
 def test_a_streamed_build_equals_one_in_memory_build(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(writer_module, "MAX_SEGMENT_DOCUMENTS", 64)
     docs, ids = documents(400), [f"d{i}" for i in range(400)]
-    whole = Index.from_documents(tmp_path / "whole", ids, docs, SETTINGS, num_centroids=16)
+    whole = Index.from_documents(tmp_path / "whole", ids, docs, SETTINGS, num_centroids=64)
     batches = ((ids[i : i + 37], docs[i : i + 37]) for i in range(0, 400, 37))
-    streamed = Index.from_batches(tmp_path / "streamed", batches, SETTINGS, num_centroids=16, commit_every=20)
-    assert torch.equal(whole.codec.centroids, streamed.codec.centroids)  # the same sample: every vector
+    streamed = Index.from_batches(tmp_path / "streamed", batches, SETTINGS, num_centroids=64, commit_every=20)
+    # 32 vectors per centroid are more than there are: both train on every vector
+    assert torch.equal(whole.codec.centroids, streamed.codec.centroids)
     assert streamed.ids == ids and all(s.count <= 64 for s in streamed._snapshot.segments)
     assert all(segment.count >= 16 for segment in streamed._snapshot.segments)  # small commits merged
     a, b = stored_vectors(tmp_path / "whole"), stored_vectors(tmp_path / "streamed")
@@ -312,8 +313,12 @@ def test_a_stream_trains_its_codec_once_the_sample_is_full(tmp_path: Path, monke
     docs = documents(200)
     batches = [([f"d{i}" for i in range(s, s + 20)], docs[s : s + 20]) for s in range(0, 200, 20)]
     index = Index.from_batches(tmp_path / "idx", batches, SETTINGS, num_centroids=4)
-    assert len(trained_on) == 1 and 100 <= trained_on[0] < sum(len(d) for d in docs) / 2
+    # a known centroid count: the sample is exactly what the centroids train on, never the 100 floor
+    assert trained_on == [writer_module.POINTS_PER_CENTROID * 4]
     assert len(index) == 200
+    unknown = Index.from_batches(tmp_path / "unknown", batches, SETTINGS)  # the count comes from 100 vectors
+    assert 100 <= trained_on[1] <= writer_module.POINTS_PER_CENTROID * len(unknown.codec.centroids)
+    assert len(trained_on) == 2
 
 
 def test_a_stream_that_repeats_an_id_or_changes_dimension_is_refused(tmp_path: Path) -> None:

@@ -63,12 +63,12 @@ def default_num_centroids(num_vectors: int) -> int:
 def assign(vectors: Tensor, centroids: Tensor) -> Tensor:
     """Index of the most similar centroid (largest dot product) of every vector, ``(rows,)`` long.
 
-    Vectors are scored in chunks of at most 2^26 similarities (256 MB).
+    Vectors are scored in chunks of at most 2^24 similarities (64 MB).
     """
     if len(vectors) == 0:
         return torch.zeros(0, dtype=torch.long)
     vectors = vectors.float()
-    chunk = max(2**26 // max(len(centroids), 1), 1)
+    chunk = max(2**24 // max(len(centroids), 1), 1)
     return torch.cat([(vectors[i : i + chunk] @ centroids.T).argmax(dim=1) for i in range(0, len(vectors), chunk)])
 
 

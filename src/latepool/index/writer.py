@@ -73,7 +73,7 @@ from latepool.version import __version__
 
 logger = logging.getLogger(__name__)
 
-MIN_SAMPLE_VECTORS = 1_000_000  # the codec trains on at least this many vectors (or all there are)
+MIN_SAMPLE_VECTORS = 1_000_000  # a stream of unknown size sets its centroid count from this many vectors
 REMOVABLE = ("seg-", "codec-", "pending-")  # prefixes of the files a manifest names
 
 
@@ -487,8 +487,15 @@ class IndexBuilder:
             self._buffer = SegmentBuffer(self._manifest["dtype"], None)
 
     def _sample_target(self) -> int:
-        """Vectors to collect before the codec is trained."""
-        return max(MIN_SAMPLE_VECTORS, POINTS_PER_CENTROID * self._centroid_count())
+        """Vectors to collect before the codec is trained.
+
+        The centroids train on ``POINTS_PER_CENTROID`` vectors each. When the centroid count is
+        known (given, or estimated from ``expected_documents``) that is all the build waits for;
+        a stream of unknown size first collects ``MIN_SAMPLE_VECTORS`` to estimate the count.
+        """
+        sample = POINTS_PER_CENTROID * self._centroid_count()
+        known = self.request["num_centroids"] or self.request["expected_documents"]
+        return sample if known else max(MIN_SAMPLE_VECTORS, sample)
 
     def _centroid_count(self) -> int:
         if self.request["num_centroids"]:
@@ -513,8 +520,9 @@ class IndexBuilder:
         lengths = [n for chunk in pending for n in _read_pending(chunk, with_vectors=False)[1]]
         lengths += [len(d) for d in documents]
         count, seed = self._centroid_count(), self.request["seed"]
-        chosen = sample_plan(lengths, seed, limit=self._sample_target())
-        sample = _gather_sample(chosen, lengths, pending, documents, self._manifest["dim"])
+        limit = POINTS_PER_CENTROID * count  # what the centroids train on: gathered, never copied
+        chosen = sample_plan(lengths, seed, limit=limit)
+        sample = _gather_sample(chosen, lengths, pending, documents, self._manifest["dim"])[:limit]
         bits = RESIDUAL_BITS.get(self._manifest["dtype"], 0)
         self._codec = Codec.train(sample, count, bits=bits, seed=seed, consume=True)
         del sample
