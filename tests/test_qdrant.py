@@ -66,9 +66,7 @@ def test_qdrant_local_mode_matches_exact_search(index: Index, tmp_path: Path) ->
     ours = index.search_embeddings(queries, 10, candidates=False)
     client = connect(path=str(tmp_path / "qdrant"))
     try:
-        assert export_index(index, client, "latepool") == 300
-        with pytest.raises(ValueError, match="exists"):
-            export_index(index, client, "latepool")
+        assert export_index(index, client, "latepool", shard_number=2).written == 300
         exact = search_qdrant(client, "latepool", queries, 10, prefetch=None)
         prefetched = search_qdrant(client, "latepool", queries, 10, prefetch=300)
     finally:
@@ -96,3 +94,65 @@ def test_qdrant_edge_matches_exact_search_and_prefetches(index: Index, tmp_path:
         assert [h.score for r in theirs for h in r] == pytest.approx([h.score for r in ours for h in r], abs=1e-4)
     recall = sum(len(set(a) & set(b)) for a, b in zip(ids(narrow), ids(ours))) / (10 * len(queries))
     assert recall >= 0.8  # 60 of 300 prefetched through the HNSW graph on the encodings
+
+
+def test_exporting_again_writes_only_what_changed(index: Index, tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_client")
+    from latepool.index.qdrant import QdrantCollection, connect, export_index, search_qdrant
+
+    client = connect(path=str(tmp_path / "qdrant"))
+    try:
+        first = export_index(index, client, "latepool")
+        again = export_index(index, client, "latepool")
+        index.delete([f"doc-{i}" for i in range(20)])
+        index.add_documents([f"new-{i}" for i in range(7)], topical(7, 6, seed=9))
+        index.add_documents(["doc-30"], topical(1, 5, seed=10), replace=True)  # changed vectors, same id
+        update = export_index(index, client, "latepool")
+        assert QdrantCollection.open(client, "latepool", dim=16).count() == len(index) == 287
+        queries = topical(5, 4, seed=4)
+        exact = search_qdrant(client, "latepool", queries, 10, prefetch=None)
+        redone = export_index(index, client, "latepool", overwrite=True)
+        with pytest.raises(ValueError, match="dimension"):
+            export_index(
+                Index.from_documents(tmp_path / "other", ["a"], [torch.ones(2, 8)], SETTINGS), client, "latepool"
+            )
+    finally:
+        client.close()
+    assert (first.written, first.deleted) == (300, 0)
+    assert (again.documents, again.written, again.deleted) == (300, 0, 0)
+    assert (update.documents, update.written, update.deleted) == (287, 8, 20)
+    assert redone.written == 287
+    assert ids(exact) == ids(index.search_embeddings(queries, 10, candidates=False))
+
+
+def test_an_interrupted_edge_export_resumes_and_follows_deletes(index: Index, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("qdrant_edge")
+    from qdrant_edge import CountRequest
+
+    from latepool.index import qdrant
+    from latepool.index.qdrant import export_edge, search_edge
+
+    batches = list(index.documents(batch_size=50))
+
+    def interrupted():
+        yield from batches[:3]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_edge(interrupted(), tmp_path / "edge", dim=16)
+    written = []
+    point_values = qdrant._point_values
+    monkeypatch.setattr(qdrant, "_point_values", lambda ids, *rest: written.extend(ids) or point_values(ids, *rest))
+    export_edge(index, tmp_path / "edge").close()
+    assert sorted(written) == sorted(i for ids, _ in batches[3:] for i in ids)  # the first 150 were there
+    index.delete([f"doc-{i}" for i in range(0, 300, 3)])
+    written.clear()
+    shard = export_edge(index, tmp_path / "edge")
+    try:
+        queries = topical(4, 4, seed=6)
+        found = search_edge(shard, queries, 10, prefetch=None)
+        points = shard.count(CountRequest(exact=True))
+    finally:
+        shard.close()
+    assert written == [] and points == len(index) == 200
+    assert ids(found) == ids(index.search_embeddings(queries, 10, candidates=False))

@@ -218,3 +218,42 @@ def test_concurrent_searches_share_encoding_passes_and_get_their_own_results(ind
         for query in queries[:3]:
             assert post(client, "/search", {"query": query}).status_code == 200
     assert idle.state.batcher.passes == 3
+
+
+def test_a_server_over_qdrant_answers_as_the_index_and_passes_writes_on(index: Index, running_server, tmp_path) -> None:
+    pytest.importorskip("qdrant_client")
+    from latepool.index.qdrant import QdrantCollection, connect, export_index
+
+    client = connect(path=str(tmp_path / "qdrant"))
+    export_index(index, client, "docs")
+    collection = QdrantCollection.open(client, "docs", dim=16, prefetch=None)  # exact MaxSim in Qdrant
+    queries = ["mice protein", "heart attack risk"]
+    expected = [[h.id for h in row] for row in index.search(queries, 5, candidates=False)]
+    try:
+        app = create_app(index, ServerConfig(), qdrant=collection)
+        with running_server(app) as url, httpx.Client(base_url=url) as http:
+            found = post(http, "/search", {"queries": queries, "k": 5}).json()["results"]
+            assert [[h["id"] for h in row] for row in found] == expected
+            assert post(http, "/add", {"documents": [{"id": "n1", "text": "mice protein mice"}]}).status_code == 200
+            assert post(http, "/delete", {"ids": [expected[1][0]]}).json()["deleted"] == 1
+            health = http.get("/health").json()
+            after = post(http, "/search", {"query": "mice protein mice", "k": 12}).json()["results"][0]
+        assert health["qdrant"] == {"collection": "docs", "points": 12} and health["documents"] == 12
+        assert {h["id"] for h in after} == set(index.ids)  # the add and the delete reached Qdrant
+    finally:
+        client.close()
+
+
+def test_a_server_over_qdrant_reports_a_missing_collection_or_a_dead_server(index: Index, tmp_path, capsys) -> None:
+    pytest.importorskip("qdrant_client")
+    common = ["serve", "--index", str(index.path), "--collection", "nothing"]
+    assert main([*common, "--qdrant-path", str(tmp_path / "qdrant")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main([*common, "--qdrant-url", f"http://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert "Qdrant did not answer" in err and "Traceback" not in err
+    assert main(["serve", "--index", str(index.path), "--qdrant-path", str(tmp_path / "q")]) == 2
+    assert "needs --collection" in capsys.readouterr().err

@@ -66,10 +66,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--index", type=Path, required=True, help="The index directory.")
     verify.set_defaults(run=run_verify)
 
-    export = actions.add_parser("export-qdrant", help="Write the pooled multi-vectors into a Qdrant collection.")
+    export = actions.add_parser(
+        "export-qdrant",
+        help="Bring a Qdrant collection up to date with the index (writes only new or changed documents).",
+    )
     export.add_argument("--index", type=Path, required=True, help="The index directory.")
     add_qdrant_options(export)
-    export.add_argument("--overwrite", action="store_true", help="Replace an existing collection of that name.")
+    export.add_argument("--overwrite", action="store_true", help="Drop an existing collection and write it anew.")
+    export.add_argument("--shards", type=int, default=None, help="Shards of a new collection (a cluster's nodes).")
+    export.add_argument("--replicas", type=int, default=None, help="Copies of each shard of a new collection.")
     export.set_defaults(run=run_export)
 
 
@@ -148,11 +153,24 @@ def run_export(args: argparse.Namespace) -> int:
     require("qdrant", "latepool index export-qdrant")
     from latepool.index.qdrant import connect, export_index
 
+    for name in ("shards", "replicas"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     index = open_index(args.index)
     client = connect(url=args.url, path=args.qdrant_path, api_key=args.qdrant_api_key)
     try:
-        count = export_index(index, client, args.collection, overwrite=args.overwrite)
+        report = export_index(
+            index,
+            client,
+            args.collection,
+            overwrite=args.overwrite,
+            shard_number=args.shards,
+            replication_factor=args.replicas,
+        )
     finally:
         client.close()
-    print(f"exported {count} documents to Qdrant collection {args.collection!r}")
+    print(
+        f"Qdrant collection {args.collection!r} holds {report.documents} documents: "
+        f"{report.written} written, {report.deleted} removed"
+    )
     return 0

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
-    from latepool.index.qdrant import connect, search_qdrant
+    from latepool.index.qdrant import QdrantCollection, connect
 
     if not args.collection:
         raise ValueError("--url/--qdrant-path needs --collection")
@@ -109,6 +109,8 @@ def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
     embeddings = index.encode_queries(texts)
     client = connect(url=args.url, path=args.qdrant_path, api_key=args.qdrant_api_key)
     try:
-        return search_qdrant(client, args.collection, embeddings, k, prefetch=args.prefetch or None)
+        collection = QdrantCollection.open(client, args.collection, dim=int(index.manifest["dim"]))
+        collection.prefetch = args.prefetch or None
+        return collection.search(embeddings, k)
     finally:
         client.close()

@@ -45,6 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=32,
         help="Queries of concurrent searches encoded in one pass (1: each request on its own).",
     )
+    qdrant = parser.add_argument_group("search through Qdrant (an export of the index: latepool index export-qdrant)")
+    target = qdrant.add_mutually_exclusive_group()
+    target.add_argument("--qdrant-url", default=None, help="Qdrant server or cluster node, e.g. http://localhost:6333.")
+    target.add_argument("--qdrant-path", default=None, help="Embedded local Qdrant store directory (qdrant-client).")
+    qdrant.add_argument("--collection", default=None, help="The Qdrant collection (with --qdrant-url/--qdrant-path).")
+    qdrant.add_argument("--qdrant-api-key", default=None, help="Qdrant API key (Qdrant Cloud or a secured server).")
+    qdrant.add_argument(
+        "--prefetch", type=int, default=100, help="Documents prefetched from the MUVERA field (0: exact MaxSim scan)."
+    )
     parser.set_defaults(run=run)
 
 
@@ -69,5 +78,26 @@ def run(args: argparse.Namespace) -> int:
     )
     if config.api_key is None and config.read_only and not args.read_only:
         print(f"latepool serve: warning: {args.host} serves searches to anyone who can reach it", file=sys.stderr)
-    serve(open_index(args.index, args.model), host=args.host, port=args.port, config=config)
+    index = open_index(args.index, args.model)
+    serve(index, host=args.host, port=args.port, config=config, qdrant=_qdrant_collection(args, index))
     return 0
+
+
+def _qdrant_collection(args: argparse.Namespace, index):
+    """The Qdrant collection that answers searches, checked before the server starts (None without one)."""
+    if not (args.qdrant_url or args.qdrant_path):
+        if args.collection:
+            raise ValueError("--collection needs --qdrant-url or --qdrant-path")
+        return None
+    if not args.collection:
+        raise ValueError("--qdrant-url/--qdrant-path needs --collection")
+    if args.prefetch < 0:
+        raise ValueError(f"--prefetch must be >= 0, got {args.prefetch}")
+    from latepool.extras import require
+
+    require("qdrant", "latepool serve --qdrant-url/--qdrant-path")
+    from latepool.index.qdrant import QdrantCollection, connect
+
+    client = connect(url=args.qdrant_url, path=args.qdrant_path, api_key=args.qdrant_api_key)
+    dim = int(index.manifest["dim"])
+    return QdrantCollection.open(client, args.collection, dim=dim, prefetch=args.prefetch or None)

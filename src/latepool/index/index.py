@@ -292,6 +292,10 @@ class Index:
         """The live documents, decoded ``batch_size`` at a time: ``(ids, (n_i, dim) float32 tensors)`` pairs."""
         return self._snapshot.documents(batch_size)
 
+    def vectors_of(self, ids: list[str]) -> list[Tensor]:
+        """The stored (decoded) vectors of live documents, in the order of ``ids``."""
+        return self._snapshot.vectors_of(ids)
+
     def model(self) -> MultiVectorEncoder:
         """The query (and document) encoder: the one given, or the manifest's, prepared once."""
         if self._model is None:
@@ -524,4 +528,3 @@ def _check_settings(pool_method: str | None, pool_factor: float | None, dtype: s
         raise ValueError(f"pool_factor must be a number >= 1, got {pool_factor!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-

@@ -12,12 +12,20 @@ HNSW graph), then Qdrant rescores those candidates by exact MaxSim on ``colbert`
 ``prefetch`` the search is an exact MaxSim scan of the collection. The same code talks to an
 embedded local store (``path=``), a Qdrant server or a cluster (``url=``); :func:`export_edge` and
 :func:`search_edge` do the same for a Qdrant Edge shard (``qdrant-edge-py``, Qdrant's embedded engine).
+
+Exports are idempotent: each point carries a fingerprint of its document's vectors, and exporting
+into an existing collection (or shard) writes only the documents that are new or changed and
+removes those the index no longer holds. A rerun after an interruption, or after ``index add`` /
+``delete``, brings the collection up to date. :class:`QdrantCollection` is what the server searches
+through (and keeps in step with the index's writes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,26 @@ from latepool.index.index import Hit, Index
 
 _NAMESPACE = uuid.UUID("6f1c3a52-8d1e-4d0b-9a53-6c9a3b7a1f20")
 MULTIVECTOR, SINGLE = "colbert", "fde"
+FINGERPRINT = "fingerprint"  # payload field: what the point's vectors were written from
+
+
+class QdrantUnavailableError(ValueError):
+    """Qdrant could not be reached, or the collection is missing or was not written by latepool."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export did.
+
+    Attributes:
+        documents: Documents the collection holds for the index afterwards.
+        written: Points written (documents new to the collection, or changed).
+        deleted: Points removed (documents the index no longer holds).
+    """
+
+    documents: int
+    written: int
+    deleted: int
 
 
 def connect(url: str | None = None, path: str | None = None, api_key: str | None = None):
@@ -46,65 +74,221 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, doc_id))
 
 
+def fingerprint(vectors: Tensor) -> str:
+    """A short hash of a document's float32 vectors: equal vectors, equal fingerprint."""
+    return hashlib.blake2b(vectors.detach().float().cpu().numpy().tobytes(), digest_size=8).hexdigest()
+
+
 def fde_config(index: Index) -> FDEConfig:
     """The encoding both export and search use for ``index`` (its dimension, the default shape and seed)."""
     return FDEConfig(dim=int(index.manifest["dim"]))
 
 
-def _points(source: Index | Iterable[tuple[list[str], list[Tensor]]], batch_size: int):
-    """Batches of ``(point ids, doc ids, multivectors, encodings)`` over an index's live documents
-    (or over ``(ids, documents)`` batches)."""
-    batches = source.documents(batch_size=batch_size) if isinstance(source, Index) else source
-    config = None
-    for ids, documents in batches:
-        config = config or FDEConfig(dim=int(documents[0].shape[1]))
-        encodings = encode_documents(documents, config)
-        yield [point_id(i) for i in ids], ids, [d.tolist() for d in documents], encodings.tolist()
+def _batches(source: Index | Iterable[tuple[list[str], list[Tensor]]], batch_size: int):
+    return source.documents(batch_size=batch_size) if isinstance(source, Index) else source
 
 
-def export_index(index: Index, client, collection: str, batch_size: int = 64, overwrite: bool = False) -> int:
-    """Write every live document of ``index`` into a Qdrant collection; returns the number of points.
+def _sync(
+    source: Index | Iterable[tuple[list[str], list[Tensor]]],
+    existing: dict[str, str | None],
+    write: Callable[[list[str], list[Tensor], list[str]], None],
+    remove: Callable[[list[str]], None],
+    batch_size: int,
+) -> ExportReport:
+    """Write the documents of ``source`` whose point is missing from ``existing`` (point id ->
+    fingerprint) or holds other vectors, then remove the points no document of ``source`` has."""
+    documents = written = 0
+    for ids, vectors in _batches(source, batch_size):
+        prints = [fingerprint(v) for v in vectors]
+        stale = [n for n, (i, f) in enumerate(zip(ids, prints)) if existing.pop(point_id(i), None) != f]
+        if stale:
+            write([ids[n] for n in stale], [vectors[n] for n in stale], [prints[n] for n in stale])
+        documents, written = documents + len(ids), written + len(stale)
+    leftover = list(existing)
+    for start in range(0, len(leftover), 1024):
+        remove(leftover[start : start + 1024])
+    return ExportReport(documents, written, len(leftover))
+
+
+def _point_values(ids: list[str], documents: list[Tensor], prints: list[str]):
+    """``(point id, multivector, encoding, payload)`` of each document."""
+    encodings = encode_documents(documents, FDEConfig(dim=int(documents[0].shape[1]))).tolist()
+    for doc_id, document, encoding, print_ in zip(ids, documents, encodings, prints):
+        yield point_id(doc_id), document.float().tolist(), encoding, {"doc_id": doc_id, FINGERPRINT: print_}
+
+
+def export_index(
+    index: Index,
+    client,
+    collection: str,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    shard_number: int | None = None,
+    replication_factor: int | None = None,
+) -> ExportReport:
+    """Bring a Qdrant collection up to date with the live documents of ``index``.
+
+    A missing collection is created; an existing one gets only the documents that are new or
+    changed, and loses those the index no longer holds (see the module docstring).
 
     Args:
         index: The latepool index.
         client: A ``QdrantClient`` (see :func:`connect`).
         collection: Collection name; created with the ``colbert`` and ``fde`` vectors (module docstring).
         batch_size: Points per upsert.
-        overwrite: Drop an existing collection of that name first (otherwise it is an error).
+        overwrite: Drop an existing collection of that name first and write every document.
+        shard_number: Shards of a new collection (a cluster spreads them over its nodes).
+        replication_factor: Copies of each shard in a cluster.
+
+    Returns:
+        An :class:`ExportReport`.
+
+    Example::
+
+        >>> client = connect(path="qdrant-store")  # doctest: +SKIP
+        >>> export_index(Index.open("sample.idx"), client, "scifact").written  # doctest: +SKIP
+        5183
     """
     from qdrant_client import models
 
-    if client.collection_exists(collection):
-        if not overwrite:
-            raise ValueError(f"Qdrant collection {collection!r} exists; pass overwrite to replace it")
-        client.delete_collection(collection)
-    client.create_collection(
-        collection,
-        vectors_config={
-            MULTIVECTOR: models.VectorParams(
-                size=index.manifest["dim"],
-                distance=models.Distance.DOT,
-                multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
-                hnsw_config=models.HnswConfigDiff(m=0),
-            ),
-            SINGLE: models.VectorParams(
-                size=fde_config(index).size,
-                distance=models.Distance.DOT,
-                quantization_config=models.ScalarQuantization(
-                    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
-                ),
-            ),
-        },
-    )
-    count = 0
-    for point_ids, ids, multivectors, encodings in _points(index, batch_size):
+    with _reaching(client):  # an unreachable server is a clear error, not a traceback
+        dim = int(index.manifest["dim"])
+        if overwrite and client.collection_exists(collection):
+            client.delete_collection(collection)
+        if client.collection_exists(collection):
+            _check_collection(client, collection, dim)
+        else:
+            client.create_collection(
+                collection,
+                vectors_config={
+                    MULTIVECTOR: models.VectorParams(
+                        size=dim,
+                        distance=models.Distance.DOT,
+                        multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+                        hnsw_config=models.HnswConfigDiff(m=0),
+                    ),
+                    SINGLE: models.VectorParams(
+                        size=fde_config(index).size,
+                        distance=models.Distance.DOT,
+                        quantization_config=models.ScalarQuantization(
+                            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+                        ),
+                    ),
+                },
+                shard_number=shard_number,
+                replication_factor=replication_factor,
+            )
+        collection_points = QdrantCollection(client, collection)
+        return _sync(
+            index, _client_points(client, collection), collection_points.write, collection_points.remove, batch_size
+        )
+
+
+def _check_collection(client, collection: str, dim: int) -> None:
+    """An existing collection must have the vectors an export writes, of ``dim`` values."""
+    vectors = client.get_collection(collection).config.params.vectors
+    have = vectors.get(MULTIVECTOR) if isinstance(vectors, dict) else None
+    if have is None or have.size != dim or SINGLE not in vectors:
+        raise ValueError(
+            f"Qdrant collection {collection!r} was not written from an index of this dimension ({dim}); "
+            "pass overwrite to replace it"
+        )
+
+
+def _client_points(client, collection: str) -> dict[str, str | None]:
+    """Point id -> fingerprint of every point of a collection."""
+    found: dict[str, str | None] = {}
+    offset = None
+    while True:
+        points, offset = client.scroll(collection, limit=1024, offset=offset, with_payload=[FINGERPRINT])
+        found.update({str(p.id): (p.payload or {}).get(FINGERPRINT) for p in points})
+        if offset is None:
+            return found
+
+
+class QdrantCollection:
+    """A collection :func:`export_index` wrote, as a service uses it: search it, write and remove documents.
+
+    Example::
+
+        >>> collection = QdrantCollection.open(connect(url="http://localhost:6333"), "scifact")  # doctest: +SKIP
+        >>> collection.search(index.encode_queries(["what is pooling?"]), k=10)  # doctest: +SKIP
+    """
+
+    def __init__(self, client, collection: str, prefetch: int | None = 100) -> None:
+        self.client, self.collection, self.prefetch = client, collection, prefetch
+
+    @classmethod
+    def open(cls, client, collection: str, dim: int | None = None, prefetch: int | None = 100) -> QdrantCollection:
+        """Check that Qdrant answers and holds ``collection`` (of ``dim``-dimensional vectors, when given).
+
+        Raises:
+            QdrantUnavailableError: Qdrant is unreachable, or the collection is missing or of another shape.
+        """
+        with _reaching(client):
+            if not client.collection_exists(collection):
+                raise QdrantUnavailableError(
+                    f"Qdrant collection {collection!r} does not exist; write it with latepool index export-qdrant"
+                )
+            if dim is not None:
+                try:
+                    _check_collection(client, collection, dim)
+                except ValueError as error:
+                    raise QdrantUnavailableError(str(error)) from error
+        return cls(client, collection, prefetch)
+
+    def search(self, queries: list[Tensor], k: int = 10) -> list[list[Hit]]:
+        """:func:`search_qdrant` with this collection's prefetch."""
+        with _reaching(self.client):
+            return search_qdrant(self.client, self.collection, queries, k, prefetch=self.prefetch)
+
+    def count(self) -> int:
+        """Points in the collection."""
+        with _reaching(self.client):
+            return int(self.client.count(self.collection, exact=True).count)
+
+    def write(self, ids: list[str], documents: list[Tensor], prints: list[str] | None = None) -> None:
+        """Upsert documents (their points are replaced)."""
+        from qdrant_client import models
+
+        prints = prints or [fingerprint(d) for d in documents]
         points = [
-            models.PointStruct(id=p, vector={MULTIVECTOR: m, SINGLE: e}, payload={"doc_id": d})
-            for p, d, m, e in zip(point_ids, ids, multivectors, encodings)
+            models.PointStruct(id=p, vector={MULTIVECTOR: m, SINGLE: e}, payload=payload)
+            for p, m, e, payload in _point_values(ids, documents, prints)
         ]
-        client.upsert(collection, points=points, wait=True)
-        count += len(points)
-    return count
+        with _reaching(self.client):
+            self.client.upsert(self.collection, points=points, wait=True)
+
+    def remove(self, point_ids: list[str]) -> None:
+        """Delete points by point id (see :func:`point_id`)."""
+        from qdrant_client import models
+
+        with _reaching(self.client):
+            self.client.delete(self.collection, points_selector=models.PointIdsList(points=point_ids), wait=True)
+
+    def delete(self, ids: list[str]) -> None:
+        """Delete documents by document id."""
+        self.remove([point_id(i) for i in ids])
+
+
+class _reaching:
+    """Turns a failure to reach Qdrant (connection refused, timeout, an error status) into
+    :class:`QdrantUnavailableError`; other errors pass through."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None or isinstance(error, QdrantUnavailableError):
+            return False
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        if isinstance(error, (ResponseHandlingException, UnexpectedResponse, ConnectionError, TimeoutError)):
+            raise QdrantUnavailableError(f"Qdrant did not answer: {error}") from error
+        return False
 
 
 def search_qdrant(
@@ -149,16 +333,42 @@ def export_edge(
     dim: int | None = None,
     batch_size: int = 256,
 ) -> Any:
-    """Write every live document of an index (or ``(ids, documents)`` batches of ``dim``-dimensional
-    documents) into a new Qdrant Edge shard at ``path``; returns the open shard.
+    """Bring a Qdrant Edge shard at ``path`` up to date with the live documents of an index (or with
+    ``(ids, documents)`` batches of ``dim``-dimensional documents); returns the open shard.
 
-    The shard has the same two vectors as :func:`export_index` (the ``fde`` one under HNSW); it is
-    optimized (indexed) before it is returned.
+    A missing shard is created with the same two vectors as :func:`export_index` (the ``fde`` one
+    under HNSW); an existing one gets only what changed (module docstring). The shard is optimized
+    (indexed) before it is returned.
+
+    Example::
+
+        >>> shard = export_edge(Index.open("sample.idx"), "sample.edge")  # doctest: +SKIP
+        >>> search_edge(shard, index.encode_queries(["what is pooling?"]), k=10)  # doctest: +SKIP
     """
     dim = int(source.manifest["dim"]) if isinstance(source, Index) else dim
     if not dim:
         raise ValueError("give the documents' dim when exporting batches")
     require("qdrant-edge", "Qdrant Edge export")
+    from qdrant_edge import Point, UpdateOperation
+
+    shard = _open_or_create_shard(Path(path), dim)
+
+    def write(ids: list[str], documents: list[Tensor], prints: list[str]) -> None:
+        points = [
+            Point(p, {MULTIVECTOR: m, SINGLE: e}, payload) for p, m, e, payload in _point_values(ids, documents, prints)
+        ]
+        shard.update(UpdateOperation.upsert_points(points))
+
+    def remove(point_ids: list[str]) -> None:
+        shard.update(UpdateOperation.delete_points(point_ids))
+
+    _sync(source, _shard_points(shard), write, remove, batch_size)
+    shard.flush()
+    shard.optimize()
+    return shard
+
+
+def _open_or_create_shard(path: Path, dim: int) -> Any:
     from qdrant_edge import (
         Distance,
         EdgeConfig,
@@ -167,10 +377,13 @@ def export_edge(
         HnswIndexConfig,
         MultiVectorComparator,
         MultiVectorConfig,
-        Point,
-        UpdateOperation,
     )
 
+    if path.is_dir() and any(path.iterdir()):
+        try:
+            return EdgeShard.load(str(path))
+        except Exception as error:  # qdrant-edge raises its own errors; say which directory
+            raise ValueError(f"{path}: not a Qdrant Edge shard ({error})") from error
     config = EdgeConfig(
         vectors={
             MULTIVECTOR: EdgeVectorParams(
@@ -182,16 +395,20 @@ def export_edge(
             SINGLE: EdgeVectorParams(size=FDEConfig(dim=dim).size, distance=Distance.Dot),
         }
     )
-    shard = EdgeShard.create(str(path), config)
-    for point_ids, ids, multivectors, encodings in _points(source, batch_size):
-        points = [
-            Point(p, {MULTIVECTOR: m, SINGLE: e}, {"doc_id": d})
-            for p, d, m, e in zip(point_ids, ids, multivectors, encodings)
-        ]
-        shard.update(UpdateOperation.upsert_points(points))
-    shard.flush()
-    shard.optimize()
-    return shard
+    return EdgeShard.create(str(path), config)
+
+
+def _shard_points(shard: Any) -> dict[str, str | None]:
+    """Point id -> fingerprint of every point of an Edge shard."""
+    from qdrant_edge import ScrollRequest
+
+    found: dict[str, str | None] = {}
+    offset = None
+    while True:
+        records, offset = shard.scroll(ScrollRequest(offset=offset, limit=1024, with_payload=True, with_vector=False))
+        found.update({str(r.id): (r.payload or {}).get(FINGERPRINT) for r in records})
+        if offset is None:
+            return found
 
 
 def search_edge(shard: Any, queries: list[Tensor], k: int = 10, prefetch: int | None = 100) -> list[list[Hit]]:

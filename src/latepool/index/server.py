@@ -60,6 +60,7 @@ from starlette.routing import Route  # noqa: E402
 from latepool.data import document_text  # noqa: E402
 from latepool.index.errors import DocumentsExistError, DocumentsNotFoundError, IndexInputError  # noqa: E402
 from latepool.index.index import Index  # noqa: E402
+from latepool.index.qdrant import QdrantCollection, QdrantUnavailableError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 API_KEY_ENV = "LATEPOOL_API_KEY"
@@ -303,8 +304,13 @@ def _documents(body: dict[str, Any], config: ServerConfig) -> tuple[list[str], l
     return [d["id"] for d in documents], [document_text(d) for d in documents]
 
 
-def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
-    """The ASGI application serving ``index`` under ``config`` (default: no key, writable, default limits)."""
+def create_app(index: Index, config: ServerConfig | None = None, qdrant: QdrantCollection | None = None) -> Starlette:
+    """The ASGI application serving ``index`` under ``config`` (default: no key, writable, default limits).
+
+    With ``qdrant``, searches are answered by that Qdrant collection (an export of ``index``, see
+    :mod:`latepool.index.qdrant`); ``index`` encodes the queries, takes ``/add`` and ``/delete`` as
+    the system of record, and each write is passed on to the collection.
+    """
     config = config or ServerConfig()
 
     batcher = QueryBatcher(index.encode_queries, config.max_batch_queries)
@@ -313,14 +319,10 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         _authorize(request, config, write=False)
         await run_in_threadpool(index.refresh)
         manifest = index.manifest
-        return JSONResponse(
-            {
-                "status": "ok",
-                "documents": len(index),
-                "vectors": manifest["vector_count"],
-                "read_only": config.read_only,
-            }
-        )
+        state = {"status": "ok", "documents": len(index), "vectors": manifest["vector_count"]}
+        if qdrant is not None:
+            state["qdrant"] = {"collection": qdrant.collection, "points": await run_in_threadpool(qdrant.count)}
+        return JSONResponse({**state, "read_only": config.read_only})
 
     async def search(request: Request) -> JSONResponse:
         _authorize(request, config, write=False)
@@ -330,7 +332,10 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         candidates = _bool_field(body, "candidates", None)
         await run_in_threadpool(index.refresh)
         embeddings = await batcher.encode(queries)
-        hits = await run_in_threadpool(index.search_embeddings, embeddings, k, candidates=candidates)
+        if qdrant is not None:
+            hits = await run_in_threadpool(qdrant.search, embeddings, k)
+        else:
+            hits = await run_in_threadpool(index.search_embeddings, embeddings, k, candidates=candidates)
         return JSONResponse({"results": [[{"id": h.id, "score": h.score} for h in row] for row in hits]})
 
     async def add(request: Request) -> JSONResponse:
@@ -339,6 +344,8 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         ids, texts = _documents(body, config)
         replace = _bool_field(body, "replace", False)
         await run_in_threadpool(index.add, ids, texts, replace=replace, show_progress_bar=False)
+        if qdrant is not None:
+            await run_in_threadpool(qdrant.write, ids, index.vectors_of(ids))
         return JSONResponse({"added": len(ids), "documents": len(index)})
 
     async def delete(request: Request) -> JSONResponse:
@@ -350,6 +357,8 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
         if len(ids) > config.max_documents:
             raise RequestError(f"at most {config.max_documents} ids per request, got {len(ids)}")
         deleted = await run_in_threadpool(index.delete, ids)
+        if qdrant is not None:
+            await run_in_threadpool(qdrant.delete, ids)
         return JSONResponse({"deleted": deleted, "documents": len(index)})
 
     routes = [
@@ -360,6 +369,7 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
     ]
     handlers = {
         RequestError: _request_error,
+        QdrantUnavailableError: _qdrant_error,
         IndexInputError: _index_input_error,
         HTTPException: _http_error,
         Exception: _server_error,
@@ -371,6 +381,11 @@ def create_app(index: Index, config: ServerConfig | None = None) -> Starlette:
 
 async def _request_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=error.status, headers=error.headers)
+
+
+async def _qdrant_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("%s %s: %s", request.method, request.url.path, error)
+    return JSONResponse({"error": str(error)}, status_code=503)
 
 
 async def _index_input_error(request: Request, error: Exception) -> JSONResponse:
@@ -389,7 +404,13 @@ async def _server_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"error": "internal server error"}, status_code=500)
 
 
-def serve(index: Index, host: str = "127.0.0.1", port: int = 8000, config: ServerConfig | None = None) -> None:
+def serve(
+    index: Index,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServerConfig | None = None,
+    qdrant: QdrantCollection | None = None,
+) -> None:
     """Serve ``index`` with uvicorn until interrupted (binds to localhost by default).
 
     Args:
@@ -397,9 +418,10 @@ def serve(index: Index, host: str = "127.0.0.1", port: int = 8000, config: Serve
         host: Bind address.
         port: Port.
         config: Keys and limits (default: :func:`check_bind` with no key, which refuses non-loopback).
+        qdrant: A Qdrant collection that answers the searches (see :func:`create_app`).
     """
     import uvicorn
 
     config = config or check_bind(host, None)
     index.model()  # load the query encoder before the first request
-    uvicorn.run(create_app(index, config), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(index, config, qdrant), host=host, port=port, log_level="info")

@@ -93,6 +93,16 @@ class Snapshot:
             vectors += int(np.diff(view.segment.offsets)[view.live].sum())
         return documents, vectors
 
+    def vectors_of(self, ids: list[str]) -> list[Tensor]:
+        """The decoded ``(n_i, dim)`` float32 vectors of live documents (``KeyError`` for an id that is not)."""
+        segments = {view.segment.name: view.segment for view in self.views}
+        found = []
+        for doc_id in ids:
+            name, position = self.locations[doc_id]
+            offsets = segments[name].offsets
+            found.append(segments[name].decode(int(offsets[position]), int(offsets[position + 1]), self.codec))
+        return found
+
     def documents(self, batch_size: int = 1024) -> Iterator[tuple[list[str], list[Tensor]]]:
         """Live documents in segment order, decoded ``batch_size`` at a time: ``(ids, (n_i, dim) tensors)``."""
         for view in self.views:
