@@ -35,6 +35,7 @@ from latepool.index.errors import IndexInputError, count_of, documents_exist
 from latepool.index.search import candidate_topk, exact_topk
 from latepool.index.snapshot import Snapshot, open_snapshot, refreshed
 from latepool.index.storage import MAX_SEGMENT_DOCUMENTS
+from latepool.memory import release_freed_memory
 from latepool.options import DTYPES, POOL_METHODS
 from latepool.pooling import pool_corpus
 
@@ -135,6 +136,8 @@ class Index:
                 documents = encode_and_pool(model, texts[first : first + chunk], pool_method, pool_factor, batch_size)
                 builder.add(ids[first : first + chunk], documents)
                 progress.update(len(documents))
+                del documents
+                release_freed_memory()  # each chunk's freed tensors, so memory does not grow with the corpus
             progress.close()
             snapshot = builder.finish()
         return cls(path, snapshot, model)

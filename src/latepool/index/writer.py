@@ -68,6 +68,7 @@ from latepool.index.storage import (
     sha256_file,
     write_manifest,
 )
+from latepool.memory import release_freed_memory
 from latepool.options import RESIDUAL_BITS
 from latepool.version import __version__
 
@@ -526,6 +527,7 @@ class IndexBuilder:
         bits = RESIDUAL_BITS.get(self._manifest["dtype"], 0)
         self._codec = Codec.train(sample, count, bits=bits, seed=seed, consume=True)
         del sample
+        release_freed_memory()  # the sample and k-means' temporaries
         name = f"codec-{uuid.uuid4().hex[:12]}.npz"
         self._codec.save(self.root / name)
         fsync_file(self.root / name)
