@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -242,6 +243,13 @@ def test_a_server_over_qdrant_answers_as_the_index_and_passes_writes_on(index: I
         assert {h["id"] for h in after} == set(index.ids)  # the add and the delete reached Qdrant
     finally:
         client.close()
+    from latepool.commands.search import _search_qdrant  # latepool search --qdrant-path, on the same store
+
+    args = argparse.Namespace(collection="docs", url=None, qdrant_path=str(tmp_path / "qdrant"), qdrant_api_key=None)
+    found = _search_qdrant(index, argparse.Namespace(**vars(args), prefetch=0), queries, 5)
+    assert [[h.id for h in row] for row in found] == [
+        [h.id for h in r] for r in index.search(queries, 5, candidates=False)
+    ]
 
 
 def test_a_server_over_qdrant_reports_a_missing_collection_or_a_dead_server(index: Index, tmp_path, capsys) -> None:
