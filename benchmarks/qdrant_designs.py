@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latepool.options import DEFAULT_CACHE_DIR  # noqa: E402
+from latepool.scoring import maxsim_topk  # noqa: E402
 from search_scale import corpus, directory_bytes, peak_rss_bytes, real_collections  # noqa: E402
 
 DESIGNS = ("muvera", "codes", "tokens")
@@ -45,20 +46,7 @@ SETTINGS = {  # per design: the search settings measured
 }
 
 
-def exact_top10(documents: list[torch.Tensor], queries: list[torch.Tensor]) -> list[list[int]]:
-    """Positions of each query's exact MaxSim top 10."""
-    vectors = torch.cat(documents)
-    owner = torch.repeat_interleave(torch.arange(len(documents)), torch.tensor([len(d) for d in documents]))
-    truth = []
-    for query in queries:
-        similarities = query.float() @ vectors.T
-        best = torch.full((len(query), len(documents)), -torch.inf)
-        best.scatter_reduce_(1, owner.expand(len(query), -1), similarities, "amax")
-        truth.append(best.sum(0).topk(10).indices.tolist())
-    return truth
-
-
-def train_centroids(documents: list[torch.Tensor]) -> torch.Tensor:
+def index_centroids(documents: list[torch.Tensor]) -> torch.Tensor:
     """The k-means centroids an index of these documents would have (latepool's codec)."""
     from latepool.index.codec import POINTS_PER_CENTROID, Codec, default_num_centroids
 
@@ -263,13 +251,13 @@ def main() -> None:
         ids, documents, _, queries, _ = real_collections(args.cache_dir, 50)
         documents = [d.float() for _, batch in corpus(args.size, (ids, documents)) for d in batch]
         started = time.perf_counter()
-        truth = exact_top10(documents, queries)
+        truth = maxsim_topk(queries, documents, 10)[1].tolist()
         print(
             f"{len(documents):,} documents, {sum(len(d) for d in documents):,} vectors, {len(queries)} queries; "
             f"exact top 10 in {time.perf_counter() - started:.0f} s",
             flush=True,
         )
-        centroids = train_centroids(documents)
+        centroids = index_centroids(documents)
         data_file = root / "data.pt"
         torch.save({"documents": documents, "queries": queries, "truth": truth, "centroids": centroids}, data_file)
         del documents

@@ -109,8 +109,7 @@ def _search_qdrant(index, args: argparse.Namespace, texts: list[str], k: int):
     embeddings = index.encode_queries(texts)
     client = connect(url=args.url, path=args.qdrant_path, api_key=args.qdrant_api_key)
     try:
-        collection = QdrantCollection.open(client, args.collection, dim=int(index.manifest["dim"]))
-        collection.prefetch = args.prefetch or None
-        return collection.search(embeddings, k)
+        dim, prefetch = int(index.manifest["dim"]), args.prefetch or None
+        return QdrantCollection.open(client, args.collection, dim=dim, prefetch=prefetch).search(embeddings, k)
     finally:
         client.close()

@@ -22,9 +22,10 @@ through (and keeps in step with the index's writes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def export_index(
     """
     from qdrant_client import models
 
-    with _reaching(client):  # an unreachable server is a clear error, not a traceback
+    with _reaching():  # an unreachable server is a clear error, not a traceback
         dim = int(index.manifest["dim"])
         if overwrite and client.collection_exists(collection):
             client.delete_collection(collection)
@@ -178,10 +179,8 @@ def export_index(
                 shard_number=shard_number,
                 replication_factor=replication_factor,
             )
-        collection_points = QdrantCollection(client, collection)
-        return _sync(
-            index, _client_points(client, collection), collection_points.write, collection_points.remove, batch_size
-        )
+        points = QdrantCollection(client, collection)
+        return _sync(index, points.fingerprints(), points.write, points.remove, batch_size)
 
 
 def _check_collection(client, collection: str, dim: int) -> None:
@@ -195,13 +194,14 @@ def _check_collection(client, collection: str, dim: int) -> None:
         )
 
 
-def _client_points(client, collection: str) -> dict[str, str | None]:
-    """Point id -> fingerprint of every point of a collection."""
+def _fingerprints(page: Callable[[Any], tuple[list[Any], Any]]) -> dict[str, str | None]:
+    """Point id -> fingerprint of every point, read page by page (``page(offset)`` returns a page of
+    records and the next offset, None after the last)."""
     found: dict[str, str | None] = {}
     offset = None
     while True:
-        points, offset = client.scroll(collection, limit=1024, offset=offset, with_payload=[FINGERPRINT])
-        found.update({str(p.id): (p.payload or {}).get(FINGERPRINT) for p in points})
+        records, offset = page(offset)
+        found.update({str(r.id): (r.payload or {}).get(FINGERPRINT) for r in records})
         if offset is None:
             return found
 
@@ -225,7 +225,7 @@ class QdrantCollection:
         Raises:
             QdrantUnavailableError: Qdrant is unreachable, or the collection is missing or of another shape.
         """
-        with _reaching(client):
+        with _reaching():
             if not client.collection_exists(collection):
                 raise QdrantUnavailableError(
                     f"Qdrant collection {collection!r} does not exist; write it with latepool index export-qdrant"
@@ -239,12 +239,21 @@ class QdrantCollection:
 
     def search(self, queries: list[Tensor], k: int = 10) -> list[list[Hit]]:
         """:func:`search_qdrant` with this collection's prefetch."""
-        with _reaching(self.client):
+        with _reaching():
             return search_qdrant(self.client, self.collection, queries, k, prefetch=self.prefetch)
+
+    def fingerprints(self) -> dict[str, str | None]:
+        """Point id -> fingerprint of every point of the collection."""
+        with _reaching():
+            return _fingerprints(
+                lambda offset: self.client.scroll(
+                    self.collection, limit=1024, offset=offset, with_payload=[FINGERPRINT]
+                )
+            )
 
     def count(self) -> int:
         """Points in the collection."""
-        with _reaching(self.client):
+        with _reaching():
             return int(self.client.count(self.collection, exact=True).count)
 
     def write(self, ids: list[str], documents: list[Tensor], prints: list[str] | None = None) -> None:
@@ -256,14 +265,14 @@ class QdrantCollection:
             models.PointStruct(id=p, vector={MULTIVECTOR: m, SINGLE: e}, payload=payload)
             for p, m, e, payload in _point_values(ids, documents, prints)
         ]
-        with _reaching(self.client):
+        with _reaching():
             self.client.upsert(self.collection, points=points, wait=True)
 
     def remove(self, point_ids: list[str]) -> None:
         """Delete points by point id (see :func:`point_id`)."""
         from qdrant_client import models
 
-        with _reaching(self.client):
+        with _reaching():
             self.client.delete(self.collection, points_selector=models.PointIdsList(points=point_ids), wait=True)
 
     def delete(self, ids: list[str]) -> None:
@@ -271,24 +280,16 @@ class QdrantCollection:
         self.remove([point_id(i) for i in ids])
 
 
-class _reaching:
+@contextlib.contextmanager
+def _reaching() -> Iterator[None]:
     """Turns a failure to reach Qdrant (connection refused, timeout, an error status) into
     :class:`QdrantUnavailableError`; other errors pass through."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        if error is None or isinstance(error, QdrantUnavailableError):
-            return False
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-        if isinstance(error, (ResponseHandlingException, UnexpectedResponse, ConnectionError, TimeoutError)):
-            raise QdrantUnavailableError(f"Qdrant did not answer: {error}") from error
-        return False
+    try:
+        yield
+    except (ResponseHandlingException, UnexpectedResponse, ConnectionError, TimeoutError) as error:
+        raise QdrantUnavailableError(f"Qdrant did not answer: {error}") from error
 
 
 def search_qdrant(
@@ -402,13 +403,9 @@ def _shard_points(shard: Any) -> dict[str, str | None]:
     """Point id -> fingerprint of every point of an Edge shard."""
     from qdrant_edge import ScrollRequest
 
-    found: dict[str, str | None] = {}
-    offset = None
-    while True:
-        records, offset = shard.scroll(ScrollRequest(offset=offset, limit=1024, with_payload=True, with_vector=False))
-        found.update({str(r.id): (r.payload or {}).get(FINGERPRINT) for r in records})
-        if offset is None:
-            return found
+    return _fingerprints(
+        lambda offset: shard.scroll(ScrollRequest(offset=offset, limit=1024, with_payload=True, with_vector=False))
+    )
 
 
 def search_edge(shard: Any, queries: list[Tensor], k: int = 10, prefetch: int | None = 100) -> list[list[Hit]]:

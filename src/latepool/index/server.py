@@ -344,8 +344,8 @@ def create_app(index: Index, config: ServerConfig | None = None, qdrant: QdrantC
         ids, texts = _documents(body, config)
         replace = _bool_field(body, "replace", False)
         await run_in_threadpool(index.add, ids, texts, replace=replace, show_progress_bar=False)
-        if qdrant is not None:
-            await run_in_threadpool(qdrant.write, ids, index.vectors_of(ids))
+        if qdrant is not None:  # the documents as the index stored them, read off the event loop
+            await run_in_threadpool(lambda: qdrant.write(ids, index.vectors_of(ids)))
         return JSONResponse({"added": len(ids), "documents": len(index)})
 
     async def delete(request: Request) -> JSONResponse:
