@@ -10,16 +10,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import latepool.index.search as search_module
 import latepool.index.writer as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
-from latepool.index.kernels import row_block_cells, row_cells
+from latepool.index.kernels import DENSE_BELOW, row_block_cells, row_cells
 from latepool.index.search import (
     SegmentView,
     _keep,
     _Probe,
     _probe,
     _probe_segment,
+    candidate_topk,
     maxsim_rows,
     merge_tokens,
     probe_counts,
@@ -38,11 +40,13 @@ def documents_of(vectors: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     return list(vectors.split(lengths))
 
 
-def coded_segment(tmp_path: Path, seed: int = 0, bits: int = 2, dim: int = 32) -> tuple[Codec, Segment]:
-    """A residual-coded segment of 1,500 clustered vectors (documents of 1-9 rows, split under ``seed``), its codec."""
-    vectors = clustered_vectors(1500, dim=dim)
+def coded_segment(
+    tmp_path: Path, seed: int = 0, bits: int = 2, dim: int = 32, vectors: int = 1500, centroids: int = 32
+) -> tuple[Codec, Segment]:
+    """A residual-coded segment of clustered vectors (documents of 1-9 rows, split under ``seed``), its codec."""
+    vectors = clustered_vectors(vectors, dim=dim)
     documents = documents_of(vectors, seed=seed)
-    codec = Codec.train(vectors, num_centroids=32, bits=bits)
+    codec = Codec.train(vectors, num_centroids=centroids, bits=bits)
     write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, f"residual{bits}", codec)
     return codec, read_segment(tmp_path, "seg", f"residual{bits}", dim)
 
@@ -253,3 +257,108 @@ def test_the_two_exact_maxsims_agree(lengths: list[int], query_tokens: list[int]
         packed = torch.zeros(len(documents))
         packed[indices[query]] = scores[query]
         assert torch.allclose(rows[:, query], packed, atol=1e-4)
+
+
+def copies_index(tmp_path: Path, copies: int = 8) -> Index:
+    """An index where each of ~120 documents has ``copies`` jittered near-copies (ties near every top k)."""
+    generator = torch.Generator().manual_seed(11)
+    documents = []
+    for document in documents_of(clustered_vectors(600), seed=9):
+        noisy = document + 0.02 * torch.randn((copies, *document.shape), generator=generator)
+        documents += [document, *torch.nn.functional.normalize(noisy, dim=-1)]
+    ids = [f"d{i}" for i in range(len(documents))]
+    return Index.from_documents(tmp_path / "idx", ids, documents, {**SETTINGS, "dtype": "residual2"})
+
+
+def test_the_stopping_rule_never_returns_fewer_than_k(tmp_path: Path) -> None:
+    index = copies_index(tmp_path)
+    snapshot = index._snapshot
+    for seed in range(50, 55):
+        query = clustered_vectors(5, seed=seed)
+        for rescore in (1, 3, 10):  # a first round below k still ends with k documents
+            scores, ordinals = candidate_topk(snapshot.views, snapshot.codec, [query], 10, 8, rescore, 400)[0]
+            assert len(ordinals) == 10 and len(set(ordinals.tolist())) == 10
+        hits = index.search_embeddings([query], 10, candidates=True, nprobe=8, rescore=1, rescore_limit=50)[0]
+        assert len(hits) == 10
+
+
+def test_with_the_rule_off_the_best_rescore_candidates_by_probe_score_are_scored_exactly(tmp_path: Path) -> None:
+    index = copies_index(tmp_path)
+    snapshot = index._snapshot
+    decoded = [d for view in snapshot.views for d in view.segment.documents(snapshot.codec)]
+    for seed in range(60, 64):
+        query = clustered_vectors(5, seed=seed)
+        probe, base = _probe(snapshot.codec, query, nprobe=8)
+        probed = [(view, *_probe_segment(view, probe, base)) for view in snapshot.views]
+        ordinals = torch.cat([torch.from_numpy(d + view.base) for view, d, _ in probed])
+        best = ordinals[torch.cat([s for _, _, s in probed]).topk(40).indices]
+        exact = torch.stack(
+            [maxsim_rows(decoded[o], torch.tensor([len(decoded[o])]), query, torch.ones(5, 1))[0, 0] for o in best]
+        )
+        expected = best[exact.topk(10).indices]
+        for limit in (None, 0, 40):
+            _, got = candidate_topk(snapshot.views, snapshot.codec, [query], 10, 8, 40, limit)[0]
+            assert got.tolist() == expected.tolist()
+        hits = index.search_embeddings([query], 10, candidates=True, nprobe=8, rescore=40, rescore_limit=0)[0]
+        assert [h.id for h in hits] == [snapshot.id_of(int(o)) for o in expected]
+
+
+def test_the_stopping_rule_scores_more_only_where_candidates_could_still_enter(tmp_path: Path) -> None:
+    index = copies_index(tmp_path)
+    queries = [clustered_vectors(5, seed=seed) for seed in range(70, 90)]
+    exact = index.search_embeddings(queries, 10, candidates=False)
+
+    def recall(hits):
+        return sum(len({h.id for h in a} & {h.id for h in b}) for a, b in zip(hits, exact)) / (10 * len(exact))
+
+    fixed = index.search_embeddings(queries, 10, candidates=True, nprobe=8, rescore=10, rescore_limit=0)
+    ruled = index.search_embeddings(queries, 10, candidates=True, nprobe=8, rescore=10, rescore_limit=1000)
+    assert recall(fixed) < 0.9 and recall(ruled) > recall(fixed) + 0.05
+    # without near-copies, the rounds stop long before the limit
+    spread = copies_index(tmp_path / "spread", copies=0)
+    rescored = []
+
+    def counted(found, *args, **kwargs):
+        rescored.append(sum(len(documents) for _, documents, _ in found))
+        return exact_scores(found, *args, **kwargs)
+
+    exact_scores = search_module._exact_scores
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search_module, "_exact_scores", counted)
+        spread.search_embeddings(queries, 10, candidates=True, nprobe=8, rescore=10, rescore_limit=1000)
+    assert sum(rescored) < len(queries) * 40
+
+
+# ~1,200 documents in 256 lists: a token reading one list touches under 1/16 of the documents (the kernel's
+# sparse pass, kernels.DENSE_BELOW), one reading all 256 touches every one (the dense pass)
+@pytest.mark.parametrize("nprobe", [1, 256])
+def test_probe_scores_follow_their_definition_whether_a_token_touches_few_documents_or_many(
+    tmp_path: Path, nprobe: int
+) -> None:
+    codec, segment = coded_segment(tmp_path, seed=5, vectors=6000, centroids=256)
+    live = np.ones(segment.count, dtype=bool)
+    live[::7] = False
+    query = clustered_vectors(6, seed=9)
+    probe, base = _probe(codec, query, nprobe=nprobe)
+    rows_per_token = np.where(probe.cells >= 0, np.diff(segment.ivf_offsets)[probe.cells], 0).sum(axis=1)
+    assert (
+        (rows_per_token * DENSE_BELOW < segment.count).all() if nprobe == 1 else (rows_per_token == segment.rows).all()
+    )
+    found, scores = _probe_segment(SegmentView(segment, live, 0), probe, base)
+    # the definition, in NumPy: per token, each document's best row over the probed lists, less the floor
+    residuals, row_docs = np.asarray(segment.values), np.asarray(segment.row_docs)
+    positions = np.arange(residuals.shape[1])
+    gains = np.zeros(segment.count)
+    for token in range(len(probe.cells)):
+        best = np.full(segment.count, -np.inf)
+        for cell, cell_score in zip(probe.cells[token], probe.cell_scores[token]):
+            if cell < 0:
+                break
+            for row in range(segment.ivf_offsets[cell], segment.ivf_offsets[cell + 1]):
+                score = cell_score + probe.lut[token, positions, residuals[row]].sum()
+                best[row_docs[row]] = max(best[row_docs[row]], score)
+        gains += np.maximum(best - probe.floors[token], 0)
+    expected = np.flatnonzero((gains > 0) & live)
+    assert found.tolist() == expected.tolist()
+    assert scores.numpy() == pytest.approx(gains[expected] + base, abs=1e-4)
+    assert (0 < len(found) < live.sum()) if nprobe == 1 else len(found) == live.sum()

@@ -43,7 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rescore",
         type=int,
         default=None,
-        help="Candidates scored exactly per query (candidates; default: 1.2 per thousand documents, at least 256).",
+        help="Candidates scored exactly per query first (candidates; default: 256).",
+    )
+    parser.add_argument(
+        "--rescore-limit",
+        type=int,
+        default=None,
+        help="Candidates scored exactly at most: after the first --rescore, the next best are scored in rounds "
+        "while one could still enter the top k (candidates; default: 4 per thousand documents, at least 2,048; "
+        "0 turns the rule off).",
     )
     add_qdrant_options(parser, required=False)
     parser.add_argument(
@@ -86,7 +94,14 @@ def run(args: argparse.Namespace) -> int:
         hits = _search_qdrant(index, args, texts, k)
     else:
         candidates = {"auto": None, "exact": False, "candidates": True}[args.mode]
-        hits = index.search(texts, k, candidates=candidates, nprobe=args.nprobe, rescore=args.rescore)
+        hits = index.search(
+            texts,
+            k,
+            candidates=candidates,
+            nprobe=args.nprobe,
+            rescore=args.rescore,
+            rescore_limit=args.rescore_limit,
+        )
     if args.output:
         run_scores = {qid: dict(h) for qid, h in zip(ids, hits)}
         write_trec_run(args.output, run_scores, "latepool")

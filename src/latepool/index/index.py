@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
 
 MIN_NPROBE = 64  # centroids probed per query token by the candidate stage, at least (see default_search)
-MIN_RESCORE = 256  # candidates scored exactly per query, at least (see default_search)
+MIN_RESCORE = 256  # candidates scored exactly per query first (see default_search)
+MIN_RESCORE_LIMIT = 2048  # candidates the stopping rule may score exactly, at least (see default_search)
+RESCORE_LIMIT_PER_THOUSAND = 4  # and per thousand documents
 EXACT_BELOW_VECTORS = 200_000  # below this many live vectors the default search is the exact scan
 TEXT_COMMIT_EVERY = 1024  # a build from text commits (and can resume) every this many documents
 
@@ -318,6 +320,7 @@ class Index:
         candidates: bool | None = None,
         nprobe: int | None = None,
         rescore: int | None = None,
+        rescore_limit: int | None = None,
     ) -> list[list[Hit]]:
         """Top-k documents of each query text by MaxSim.
 
@@ -329,17 +332,30 @@ class Index:
                 :data:`EXACT_BELOW_VECTORS` live vectors or without inverted lists, candidates above.
             nprobe: Centroids probed per distinct query token, on average (see
                 :func:`~latepool.index.search.probe_counts`; default: by the index's size, :func:`default_search`).
-            rescore: Candidates scored exactly per query, at least ``k`` (default: :func:`default_search`).
+            rescore: Candidates scored exactly per query first, at least ``k`` (default: :func:`default_search`).
+            rescore_limit: Candidates scored exactly at most: after the first ``rescore``, the next best are
+                scored in rounds while one could still enter the top k (see
+                :func:`~latepool.index.search.still_open`). Default: :func:`default_search`; a value
+                ``<= rescore`` (0, say) turns the rule off and scores exactly ``rescore``.
 
         Returns:
             For each query, :class:`Hit` ``(id, score)`` pairs, best first.
+
+        Example::
+
+            >>> index.search("what pooling does to recall", k=5)  # doctest: +SKIP
         """
         queries = [queries] if isinstance(queries, str) else list(queries)
         empty = [i for i, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
         if not queries or empty:
             raise IndexInputError(f"queries must be non-empty texts (empty at positions {empty})")
         return self.search_embeddings(
-            self.encode_queries(queries), k, candidates=candidates, nprobe=nprobe, rescore=rescore
+            self.encode_queries(queries),
+            k,
+            candidates=candidates,
+            nprobe=nprobe,
+            rescore=rescore,
+            rescore_limit=rescore_limit,
         )
 
     def encode_queries(self, queries: list[str]) -> list[Tensor]:
@@ -354,16 +370,20 @@ class Index:
         candidates: bool | None = None,
         nprobe: int | None = None,
         rescore: int | None = None,
+        rescore_limit: int | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
         centroids = len(snapshot.codec.centroids) if snapshot.codec is not None else 0
-        default_nprobe, default_rescore = default_search(centroids, snapshot.manifest["document_count"])
-        nprobe = default_nprobe if nprobe is None else nprobe
-        rescore = default_rescore if rescore is None else rescore
+        defaults = default_search(centroids, snapshot.manifest["document_count"])
+        nprobe = defaults.nprobe if nprobe is None else nprobe
+        rescore = defaults.rescore if rescore is None else rescore
+        rescore_limit = defaults.rescore_limit if rescore_limit is None else rescore_limit
         for name, value in (("k", k), ("nprobe", nprobe), ("rescore", rescore)):
             if value < 1:
                 raise IndexInputError(f"{name} must be >= 1, got {value}")
+        if rescore_limit < 0:
+            raise IndexInputError(f"rescore_limit must be >= 0, got {rescore_limit}")
         if any(q.ndim != 2 or q.shape[1] != self.manifest["dim"] or len(q) == 0 for q in queries):
             raise IndexInputError(f"query embeddings must be non-empty (len, {self.manifest['dim']}) tensors")
         if not queries or snapshot.manifest["document_count"] == 0:
@@ -373,7 +393,7 @@ class Index:
             candidates = has_lists and snapshot.manifest["vector_count"] >= EXACT_BELOW_VECTORS
         if candidates and has_lists:
             rescore = max(rescore, k)  # at least k documents are scored exactly
-            results = candidate_topk(snapshot.views, snapshot.codec, queries, k, nprobe, rescore)
+            results = candidate_topk(snapshot.views, snapshot.codec, queries, k, nprobe, rescore, rescore_limit)
         else:
             scores, ordinals = exact_topk(snapshot.views, snapshot.codec, queries, k)
             results = list(zip(scores, ordinals))
@@ -437,20 +457,33 @@ class Index:
             self._snapshot = writer.compact(self.path, current=self._snapshot)
 
 
-def default_search(centroids: int, documents: int) -> tuple[int, int]:
-    """The candidate stage's ``(nprobe, rescore)`` when the caller gives none: both grow with the index.
+class SearchDefaults(NamedTuple):
+    """The candidate stage's settings when the caller gives none (see :func:`default_search`)."""
 
-    ``nprobe`` is 3 per 2,048 centroids and ``rescore`` 1.2 per thousand documents, at least
-    :data:`MIN_NPROBE` and :data:`MIN_RESCORE`: a larger index has more centroids, each list holding
-    about the same number of rows, and more documents that tie near the top. The rates were chosen
-    on ``benchmarks/search_scale.py``'s recall-latency curve (the README's scale table).
+    nprobe: int
+    rescore: int
+    rescore_limit: int
+
+
+def default_search(centroids: int, documents: int) -> SearchDefaults:
+    """The candidate stage's ``(nprobe, rescore, rescore_limit)`` when the caller gives none.
+
+    ``nprobe`` is 3 per 2,048 centroids, at least :data:`MIN_NPROBE`: a larger index has more
+    centroids, each list holding about the same number of rows. ``rescore`` (scored exactly first)
+    is :data:`MIN_RESCORE`, and the stopping rule scores more where candidates could still enter the
+    top k, up to ``rescore_limit``: :data:`RESCORE_LIMIT_PER_THOUSAND` per thousand documents, at
+    least :data:`MIN_RESCORE_LIMIT`, since a larger index has more documents that tie near the top.
+    The rates were chosen on ``benchmarks/search_scale.py``'s proxies (the README's scale table).
 
     Example::
 
-        >>> default_search(16384, 10_000), default_search(65536, 1_000_000)
-        ((64, 256), (96, 1200))
+        >>> default_search(16384, 10_000)
+        SearchDefaults(nprobe=64, rescore=256, rescore_limit=2048)
+        >>> default_search(65536, 1_000_000)
+        SearchDefaults(nprobe=96, rescore=256, rescore_limit=4000)
     """
-    return max(MIN_NPROBE, centroids * 3 // 2048), max(MIN_RESCORE, documents * 3 // 2500)
+    limit = max(MIN_RESCORE_LIMIT, documents * RESCORE_LIMIT_PER_THOUSAND // 1000)
+    return SearchDefaults(max(MIN_NPROBE, centroids * 3 // 2048), MIN_RESCORE, limit)
 
 
 def encode_and_pool(

@@ -8,9 +8,10 @@ scored on parallel threads.
 
 :func:`score_lists` is compiled once per residual width (bytes per row), a constant in the code, so
 the byte loop unrolls into independent sums of table lookups. A row only raises its document's best
-score for the current token (no branch, no record of which documents the token saw); after each
-token, one vectorized pass over the segment's documents adds the gains and resets the scores. A
-document counts as found when some token lifts it above that token's floor, read from its gain.
+score for the current token, and lists the document (without a branch) the first time the token
+touches it; after each token, a pass over the documents it touched adds their gains and resets their
+scores, so the work follows the rows read, not the size of the segment. A document counts as found
+when some token lifts it above that token's floor, read from its gain.
 (``benchmarks/search_scale.py`` measures the whole search; the README says where the time goes.)
 
 The first call for a width in a process compiles it (about a second); the machine code is cached
@@ -20,6 +21,7 @@ next to this file when that directory is writable, and later processes load it.
 from __future__ import annotations
 
 import functools
+import threading
 
 import numba
 import numpy as np
@@ -34,13 +36,15 @@ def score_lists(
     residuals: np.ndarray,
     lut: np.ndarray,
     live: np.ndarray,
-    gains: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Token-level scores from the probed lists: per document, ``sum_t max(best_t(d) - floors[t], 0)``.
 
     ``best_t(d)`` is the best score of token ``t`` over the document's rows in the token's probed
     lists; a row's score is its centroid's score plus its residual's, ``lut[t, j, residuals[row, j]]``
     summed over the row's residual bytes ``j`` (no residual bytes: the centroid's score alone).
+
+    The work is proportional to the rows read: per-document scores live in this thread's scratch
+    arrays (:func:`_scratch`), and only the documents a token's rows touched are visited after it.
 
     Args:
         cells: ``(T, nprobe)`` int64 centroids probed by each query token; a token that probes fewer
@@ -53,23 +57,47 @@ def score_lists(
         residuals: ``(rows, B)`` uint8 packed residual bytes of each stored row (``B`` may be 0).
         lut: ``(T, B, 256)`` float32 score of every byte value at every byte position, per token.
         live: ``(count,)`` bool, False for deleted documents.
-        gains: ``(count,)`` float32 zeros, accumulated in place.
 
     Returns:
-        int32 positions of the live documents found (some token scored them above its floor), ascending.
-        A document no token lifts above its floor scores the sum of the floors, found or not.
+        ``(found, gains)``: int32 positions of the live documents found (some token scored them above
+        its floor), in the order they were first found, and their float32 gains. A document no token
+        lifts above its floor scores the sum of the floors, found or not.
 
     Example::
 
-        >>> gains = np.zeros(2, np.float32)
-        >>> found = score_lists(np.array([[1, 0]]), np.array([[0.5, 0.25]], np.float32), np.array([0.1], np.float32),
-        ...                     np.array([0, 1, 3]), np.array([1, 0, 0], np.uint16), np.zeros((3, 0), np.uint8),
-        ...                     np.zeros((1, 0, 256), np.float32), np.ones(2, bool), gains)
+        >>> found, gains = score_lists(np.array([[1, 0]]), np.array([[0.5, 0.25]], np.float32),
+        ...     np.array([0.1], np.float32), np.array([0, 1, 3]), np.array([1, 0, 0], np.uint16),
+        ...     np.zeros((3, 0), np.uint8), np.zeros((1, 0, 256), np.float32), np.ones(2, bool))
         >>> found.tolist(), gains.tolist()
         ([0, 1], [0.4000000059604645, 0.15000000596046448])
     """
     kernel = _compiled(residuals.shape[1])
-    return kernel(cells, cell_scores, floors, ivf_offsets, row_docs, residuals, lut.reshape(len(lut), -1), live, gains)
+    scratch = _scratch(len(live))
+    flat_lut = lut.reshape(len(lut), -1)
+    return kernel(cells, cell_scores, floors, ivf_offsets, row_docs, residuals, flat_lut, live, *scratch)
+
+
+DENSE_BELOW = 16  # a token that touched more than 1 / DENSE_BELOW of a segment's documents takes a dense pass
+_UNSEEN = np.float32(-3.0e38)  # a document's best score before the current token reaches it
+_thread_scratch = threading.local()
+
+
+def _scratch(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's working arrays for a segment of ``count`` documents: per document its best score for
+    the current token (all unseen between calls) and its gain (all 0 between calls), the documents the
+    current token touched, and the documents found so far. Made once per thread and size, never cleared
+    whole: the kernel resets exactly the entries it touched."""
+    arrays = getattr(_thread_scratch, "arrays", None)
+    if arrays is None or len(arrays[0]) < count:
+        size = max(count, 1)
+        arrays = (
+            np.full(size, _UNSEEN, np.float32),
+            np.zeros(size, np.float32),
+            np.empty(size + 1, np.int32),
+            np.empty(size + 1, np.int32),
+        )
+        _thread_scratch.arrays = arrays
+    return arrays
 
 
 @functools.cache
@@ -78,12 +106,14 @@ def _compiled(width: int):
     quads = width // 4
 
     @numba.njit(cache=True, nogil=True, fastmath={"nsz", "arcp", "contract"})
-    def score_lists_of_width(cells, cell_scores, floors, ivf_offsets, row_docs, residuals, lut, live, gains):
-        count = len(live)
+    def score_lists_of_width(
+        cells, cell_scores, floors, ivf_offsets, row_docs, residuals, lut, live, best, gains, touched, found
+    ):
         unseen = np.float32(-3.0e38)
-        best = np.full(count, unseen, np.float32)  # per document: its best row for the current token
+        count, found_count, dense = len(live), 0, False
         for token in range(cells.shape[0]):
             table = lut[token]
+            seen = 0  # documents this token's rows touched so far, listed in touched[:seen]
             for j in range(cells.shape[1]):
                 cell, cell_score = cells[token, j], cell_scores[token, j]
                 if cell < 0:  # the token probes fewer lists than the widest
@@ -100,18 +130,40 @@ def _compiled(width: int):
                     for byte in range(4 * quads, width):
                         s0 += table[256 * byte + packed[byte]]
                     document = row_docs[row]
-                    best[document] = max(best[document], cell_score + ((s0 + s1) + (s2 + s3)))
+                    previous = best[document]
+                    touched[seen] = document  # kept (seen advances) only on the document's first row
+                    seen += previous == unseen
+                    best[document] = max(previous, cell_score + ((s0 + s1) + (s2 + s3)))
             floor = floors[token]
-            for document in range(count):  # the token's gains: one vectorized pass over the documents
-                gains[document] += max(best[document] - floor, np.float32(0.0))
+            if seen * DENSE_BELOW > count:  # touched documents are many: one sequential pass is cheaper
+                dense = True
+                for document in range(count):
+                    gains[document] += max(best[document] - floor, np.float32(0.0))
+                    best[document] = unseen
+                continue
+            for i in range(seen):  # the token's gains, over the documents it touched only (no branch)
+                document = touched[i]
+                gain = max(best[document] - floor, np.float32(0.0))
                 best[document] = unseen
-        found = np.empty(count, np.int32)
+                found[found_count] = document  # kept only if this is the document's first gain
+                found_count += (gain > 0.0) & (gains[document] == 0.0)
+                gains[document] += gain
+        if dense:  # a dense pass kept no list of first gains: every document is looked at
+            found_count = 0
+            for document in range(count):
+                found[found_count] = document
+                found_count += gains[document] > 0.0
+        documents = np.empty(found_count, np.int32)
+        document_gains = np.empty(found_count, np.float32)
         size = 0
-        for document in range(count):  # deleted documents are scored like the others, and dropped here
-            if gains[document] > 0.0 and live[document]:
-                found[size] = document
+        for i in range(found_count):  # deleted documents are scored like the others, and dropped here
+            document = found[i]
+            if live[document]:
+                documents[size] = document
+                document_gains[size] = gains[document]
                 size += 1
-        return found[:size].copy()
+            gains[document] = 0.0
+        return documents[:size], document_gains[:size]
 
     return score_lists_of_width
 

@@ -123,7 +123,13 @@ def exact_topk(
 
 
 def candidate_topk(
-    views: list[SegmentView], codec: Codec, queries: list[Tensor], k: int, nprobe: int, rescore: int
+    views: list[SegmentView],
+    codec: Codec,
+    queries: list[Tensor],
+    k: int,
+    nprobe: int,
+    rescore: int,
+    rescore_limit: int | None = None,
 ) -> list[tuple[Tensor, Tensor]]:
     """Top-k of each query: token-level scores from the probed inverted lists, then exact MaxSim of the best.
 
@@ -134,7 +140,10 @@ def candidate_topk(
        is the sum over tokens of its best row's score, or, for a token that did not find it, the
        token's best unprobed centroid score. Only the probed lists are read: the work grows with
        their length, not with the index.
-    2. *Exact*: the ``rescore`` best documents are decoded and scored with MaxSim.
+    2. *Exact*: the ``rescore`` best documents are decoded and scored with MaxSim. With a
+       ``rescore_limit``, the stopping rule then keeps rescoring the next best in rounds, while one of
+       them could still enter the top k (:func:`still_open`) and the last round changed the top k, up
+       to ``rescore_limit`` in all.
 
     One query is probed and rescored on one thread per segment; a batch runs its queries on parallel
     threads.
@@ -145,26 +154,107 @@ def candidate_topk(
         queries: ``(len_i, dim)`` query tokens of each query.
         k: Hits.
         nprobe: Centroids probed per distinct query token, on average.
-        rescore: Documents scored exactly (``Index.search``'s ``rescore``).
+        rescore: Documents scored exactly first (``Index.search``'s ``rescore``).
+        rescore_limit: Documents scored exactly at most under the stopping rule; None (or ``<= rescore``)
+            scores exactly ``rescore``.
 
     Returns:
         Per query, ``(scores, ordinals)`` of shape ``(k',)``, best first.
     """
+    limit = max(rescore, rescore_limit or 0)
     if len(queries) == 1:
-        return [_candidate_topk(views, codec, queries[0].float(), k, nprobe, rescore, _threads().map)]
-    return list(_threads().map(lambda q: _candidate_topk(views, codec, q.float(), k, nprobe, rescore, map), queries))
+        return [_candidate_topk(views, codec, queries[0].float(), k, nprobe, rescore, limit, _threads().map)]
+    return list(
+        _threads().map(lambda q: _candidate_topk(views, codec, q.float(), k, nprobe, rescore, limit, map), queries)
+    )
 
 
 def _candidate_topk(
-    views: list[SegmentView], codec: Codec, query: Tensor, k: int, nprobe: int, rescore: int, mapper
+    views: list[SegmentView], codec: Codec, query: Tensor, k: int, nprobe: int, rescore: int, limit: int, mapper
 ) -> tuple[Tensor, Tensor]:
     """:func:`candidate_topk` of one query, its segments probed through ``mapper`` (threads or not)."""
     probe, base = _probe(codec, query, nprobe)
-    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base, rescore)), views)
+    probed = mapper(lambda view: (view, *_probe_segment(view, probe, base, limit)), views)
     found = [(view, documents, scores) for view, documents, scores in probed if len(documents)]
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return _rescore(_keep(found, rescore), codec, query, k, mapper)
+    if limit == rescore:
+        scores, ordinals = _exact_scores(_keep(found, rescore), codec, query, mapper)
+    else:
+        scores, ordinals = _rescore_until_settled(found, codec, query, k, rescore, limit, mapper)
+    top = scores.topk(min(k, len(scores)))
+    return top.values, ordinals[top.indices]
+
+
+def _rescore_until_settled(
+    found: list[tuple[SegmentView, np.ndarray, Tensor]],
+    codec: Codec,
+    query: Tensor,
+    k: int,
+    first: int,
+    limit: int,
+    mapper,
+) -> tuple[Tensor, Tensor]:
+    """Exact scores of the best ``first`` candidates by stage-1 score, then of the next best in rounds, each
+    at most as many as scored so far, while :func:`still_open` says one could enter the top k and the last
+    round changed the top k (a round whose candidates all fell short says the next, ranked lower, would too)."""
+    kept = _keep(found, limit)
+    stage1 = torch.cat([scores for _, _, scores in kept])
+    order = stage1.argsort(descending=True, stable=True)
+    segment_of = torch.repeat_interleave(torch.arange(len(kept)), torch.tensor([len(d) for _, d, _ in kept]))
+    positions = torch.cat([torch.arange(len(d)) for _, d, _ in kept])
+    stage1, segment_of, positions = stage1[order], segment_of[order], positions[order]
+    exact, ordinals, done, top = [], [], 0, None
+    size = min(first, len(stage1))
+    while size:
+        group = slice(done, done + size)
+        chosen = [
+            (view, documents[positions[group][segment_of[group] == s].numpy()], scores)
+            for s, (view, documents, scores) in enumerate(kept)
+        ]
+        scores, group_ordinals = _exact_scores([c for c in chosen if len(c[1])], codec, query, mapper)
+        exact.append(scores)
+        ordinals.append(group_ordinals)
+        done += size
+        scores, scored = torch.cat(exact), torch.cat(ordinals)
+        previous, top = top, set(scored[scores.topk(min(k, done)).indices].tolist())
+        if top == previous:
+            break
+        size = min(still_open(stage1[:done], scores, stage1[done:], k), done)
+    return torch.cat(exact), torch.cat(ordinals)
+
+
+def still_open(scored_stage1: Tensor, scored_exact: Tensor, remaining_stage1: Tensor, k: int) -> int:
+    """The stopping rule: how many of the remaining candidates could still enter the top k.
+
+    Stage-1 scores misjudge a document's exact score (a token's floor stands in for rows the probe
+    did not read, and merged query tokens probe for several); the candidates scored so far show by
+    how much. The rule takes the largest shortfall among the current top k, ``exact - stage1``, as
+    the most a remaining candidate could gain, and counts the remaining candidates whose stage-1
+    score plus that margin reaches the k-th best exact score. Fewer than ``k`` scored: all remain open.
+
+    Args:
+        scored_stage1: ``(n,)`` stage-1 scores of the candidates scored exactly so far.
+        scored_exact: ``(n,)`` their exact scores.
+        remaining_stage1: The other candidates' stage-1 scores, best first.
+        k: Hits.
+
+    Returns:
+        How many of the remaining candidates (a prefix, since they are sorted) are still open.
+
+    Example::
+
+        >>> still_open(torch.tensor([3.0, 2.0]), torch.tensor([3.5, 2.0]), torch.tensor([1.6, 1.4, 1.0]), k=1)
+        0
+        >>> still_open(torch.tensor([3.0, 2.0]), torch.tensor([3.2, 2.0]), torch.tensor([3.1, 1.4, 1.0]), k=1)
+        1
+    """
+    if len(scored_exact) < k:
+        return len(remaining_stage1)
+    top = scored_exact.topk(k).indices
+    threshold = scored_exact[top[-1]]
+    margin = (scored_exact[top] - scored_stage1[top]).max()
+    return int((remaining_stage1 + margin >= threshold).sum())
 
 
 @dataclass(frozen=True)
@@ -291,12 +381,11 @@ def residual_table(codec: Codec, query: Tensor) -> np.ndarray:
 
 
 def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | None = None) -> tuple[np.ndarray, Tensor]:
-    """The live documents of one segment found by the probe (only the ``keep`` best, if given), and their
-    stage-1 scores. The best ``keep`` of all segments are among the best ``keep`` of each."""
+    """The live documents of one segment found by the probe (only the ``keep`` best, if given), ascending,
+    and their stage-1 scores. The best ``keep`` of all segments are among the best ``keep`` of each."""
     segment = view.segment
-    gains = np.zeros(segment.count, dtype=np.float32)
     residuals = np.asarray(segment.values) if segment.dtype in RESIDUAL_BITS else np.zeros((segment.rows, 0), np.uint8)
-    found = score_lists(
+    found, gains = score_lists(
         probe.cells,
         probe.cell_scores,
         probe.floors,
@@ -305,12 +394,12 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | No
         residuals,
         probe.lut,
         view.live,
-        gains,
     )
-    if keep is not None and len(found) > keep:  # the kernel's ascending order is lost here, so sorted again
-        found = np.sort(found[np.argpartition(gains[found], len(found) - keep)[len(found) - keep :]])
-    documents = found.astype(np.int64)
-    return documents, torch.from_numpy(gains[documents] + base)
+    if keep is not None and len(found) > keep:
+        best = np.argpartition(gains, len(found) - keep)[len(found) - keep :]
+        found, gains = found[best], gains[best]
+    order = np.argsort(found)  # ascending: candidates are read in storage order
+    return found[order].astype(np.int64), torch.from_numpy(gains[order] + base)
 
 
 def _keep(
@@ -331,12 +420,12 @@ def _keep(
     return kept
 
 
-def _rescore(
-    found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, k: int, mapper=map
+def _exact_scores(
+    found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, mapper=map
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of the documents in ``found``, top-k: each segment's documents are read, decoded and
-    scored on their own, through ``mapper``, so reading, decoding and scoring all run on the segment
-    threads."""
+    """Exact MaxSim of the documents in ``found`` and their global ordinals: each segment's documents are
+    read, decoded and scored on their own, through ``mapper``, so reading, decoding and scoring all run
+    on the segment threads."""
     tokens, owners = query.float(), torch.ones(len(query), 1)
 
     def score(item: tuple[SegmentView, np.ndarray, Tensor]) -> Tensor:
@@ -346,5 +435,4 @@ def _rescore(
 
     scores = torch.cat(list(mapper(score, found)))
     ordinals = torch.from_numpy(np.concatenate([documents + view.base for view, documents, _ in found]))
-    top = scores.topk(min(k, len(scores)))
-    return top.values, ordinals[top.indices]
+    return scores, ordinals
