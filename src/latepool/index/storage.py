@@ -94,10 +94,13 @@ class IdList(Sequence[str]):
     """
 
     def __init__(self, ids: list[str]) -> None:
-        encoded = [i.encode("utf-8") for i in ids]
-        self._blob = b"".join(encoded)
-        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        text = "".join(ids)
+        self._blob = text.encode("utf-8")
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        if len(self._blob) != len(text):  # some id is not ASCII: its bytes outnumber its characters
+            lengths = np.fromiter((len(i.encode("utf-8")) for i in ids), dtype=np.int64, count=len(ids))
+        self._offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self._offsets[1:])
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
