@@ -30,7 +30,7 @@ from torch import Tensor
 
 from latepool.index.codec import Codec
 from latepool.index.kernels import row_group_maxima, score_lists
-from latepool.index.storage import Segment, document_rows
+from latepool.index.storage import Segment, decode_values, document_rows
 from latepool.options import RESIDUAL_BITS
 
 DEFAULT_CHUNK_ROWS = 32768
@@ -423,16 +423,19 @@ def _keep(
 def _exact_scores(
     found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, mapper=map
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of the documents in ``found`` and their global ordinals: each segment's documents are
-    read, decoded and scored on their own, through ``mapper``, so reading, decoding and scoring all run
-    on the segment threads."""
-    tokens, owners = query.float(), torch.ones(len(query), 1)
+    """Exact MaxSim of the documents in ``found`` and their global ordinals. Each segment's stored rows
+    are read through ``mapper`` (the segment threads: reads from the map fault pages in), then all are
+    decoded and scored together: a few large tensor operations instead of a few per segment."""
 
-    def score(item: tuple[SegmentView, np.ndarray, Tensor]) -> Tensor:
+    def read(item: tuple[SegmentView, np.ndarray, Tensor]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         segment, documents = item[0].segment, item[1]
         rows, lengths = document_rows(segment.offsets, documents)
-        return maxsim_rows(segment.decode_rows(rows, codec), torch.from_numpy(lengths), tokens, owners)[:, 0]
+        return segment.read_rows(rows), lengths
 
-    scores = torch.cat(list(mapper(score, found)))
+    parts = list(mapper(read, found))
+    stored = {key: np.concatenate([arrays[key] for arrays, _ in parts]) for key in parts[0][0]}
+    vectors = decode_values(stored, found[0][0].segment.dtype, codec)
+    lengths = torch.from_numpy(np.concatenate([lengths for _, lengths in parts]))
+    scores = maxsim_rows(vectors, lengths, query.float(), torch.ones(len(query), 1))[:, 0]
     ordinals = torch.from_numpy(np.concatenate([documents + view.base for view, documents, _ in found]))
     return scores, ordinals
