@@ -381,8 +381,8 @@ def residual_table(codec: Codec, query: Tensor) -> np.ndarray:
 
 
 def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | None = None) -> tuple[np.ndarray, Tensor]:
-    """The live documents of one segment found by the probe (only the ``keep`` best, if given), ascending,
-    and their stage-1 scores. The best ``keep`` of all segments are among the best ``keep`` of each."""
+    """The live documents of one segment found by the probe and their stage-1 scores: all, ascending, or
+    only the ``keep`` best, unordered. The best ``keep`` of all segments are among the best ``keep`` of each."""
     segment = view.segment
     residuals = np.asarray(segment.values) if segment.dtype in RESIDUAL_BITS else np.zeros((segment.rows, 0), np.uint8)
     found, gains = score_lists(
@@ -395,10 +395,10 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | No
         probe.lut,
         view.live,
     )
-    if keep is not None and len(found) > keep:
+    if keep is not None and len(found) > keep:  # the best keep, in no particular order
         best = np.argpartition(gains, len(found) - keep)[len(found) - keep :]
-        found, gains = found[best], gains[best]
-    order = np.argsort(found)  # ascending: candidates are read in storage order
+        return found[best].astype(np.int64), torch.from_numpy(gains[best] + base)
+    order = np.argsort(found)
     return found[order].astype(np.int64), torch.from_numpy(gains[order] + base)
 
 
