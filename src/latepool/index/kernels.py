@@ -10,7 +10,9 @@ scored on parallel threads.
 the byte loop unrolls into independent sums of table lookups. A row only raises its document's best
 score for the current token, and lists the document (without a branch) the first time the token
 touches it; after each token, a pass over the documents it touched adds their gains and resets their
-scores, so the work follows the rows read, not the size of the segment. A document counts as found
+scores (one sequential pass over the segment instead, when they are more than 1 / DENSE_BELOW of it:
+cheaper then than scattered reads), so the work follows the rows read, not the size of the segment.
+A document counts as found
 when some token lifts it above that token's floor, read from its gain.
 (``benchmarks/search_scale.py`` measures the whole search; the README says where the time goes.)
 
@@ -44,7 +46,8 @@ def score_lists(
     summed over the row's residual bytes ``j`` (no residual bytes: the centroid's score alone).
 
     The work is proportional to the rows read: per-document scores live in this thread's scratch
-    arrays (:func:`_scratch`), and only the documents a token's rows touched are visited after it.
+    arrays (:func:`_scratch`), and only the documents a token's rows touched are visited after it
+    (or the whole segment in one sequential pass, when they are more than 1 / :data:`DENSE_BELOW` of it).
 
     Args:
         cells: ``(T, nprobe)`` int64 centroids probed by each query token; a token that probes fewer
@@ -60,7 +63,7 @@ def score_lists(
 
     Returns:
         ``(found, gains)``: int32 positions of the live documents found (some token scored them above
-        its floor), in the order they were first found, and their float32 gains. A document no token
+        its floor), in no set order, and their float32 gains. A document no token
         lifts above its floor scores the sum of the floors, found or not.
 
     Example::
