@@ -328,14 +328,19 @@ def measure(path: Path, queries_file: Path, truth_file: Path | None = None) -> d
         tradeoff[setting] = timed(index, queries, candidates=True, **search)
     peak_rss = peak_rss_bytes()
     reference = "exact" if index.manifest["vector_count"] <= data["exact_up_to"] else "deep"
+    saved = None
     if truth_file is not None and truth_file.is_file():
-        exact = [[Hit(i, s) for i, s in row] for row in json.loads(truth_file.read_text())]
-        deep = exact if reference == "deep" else index.search_embeddings(queries, 10, candidates=True, **DEEP_SEARCH)
+        saved = [[Hit(i, s) for i, s in row] for row in json.loads(truth_file.read_text())]
+    if saved is not None and reference == "deep":
+        deep = saved
+    else:
+        deep = index.search_embeddings(queries, 10, candidates=True, **DEEP_SEARCH)
+    if saved is not None:
+        exact = saved
     elif reference == "exact":
         exact = index.search_embeddings(queries, 10, candidates=False)  # all at once: the index is decoded once
-        deep = index.search_embeddings(queries, 10, candidates=True, **DEEP_SEARCH)
     else:
-        exact = deep = index.search_embeddings(queries, 10, candidates=True, **DEEP_SEARCH)
+        exact = deep
     if truth_file is not None:
         truth_file.write_text(json.dumps(exact))
     exact_ids = [[h.id for h in row] for row in exact]

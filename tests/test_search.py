@@ -319,7 +319,7 @@ def test_the_stopping_rule_scores_more_only_where_candidates_could_still_enter(t
     rescored = []
 
     def counted(found, *args, **kwargs):
-        rescored.append(sum(len(documents) for _, documents, _ in found))
+        rescored.append(sum(len(documents) for _, documents in found))
         return exact_scores(found, *args, **kwargs)
 
     exact_scores = search_module._exact_scores

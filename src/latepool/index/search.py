@@ -178,10 +178,7 @@ def _candidate_topk(
     found = [(view, documents, scores) for view, documents, scores in probed if len(documents)]
     if not found:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
-    if limit == rescore:
-        scores, ordinals = _exact_scores(_keep(found, rescore), codec, query, mapper)
-    else:
-        scores, ordinals = _rescore_until_settled(found, codec, query, k, rescore, limit, mapper)
+    scores, ordinals = _rescore_until_settled(found, codec, query, k, rescore, limit, mapper)
     top = scores.topk(min(k, len(scores)))
     return top.values, ordinals[top.indices]
 
@@ -198,21 +195,19 @@ def _rescore_until_settled(
     """Exact scores of the best ``first`` candidates by stage-1 score, then of the next best in rounds, each
     at most as many as scored so far, while :func:`still_open` says one could enter the top k and the last
     round changed the top k (a round whose candidates all fell short says the next, ranked lower, would too)."""
-    kept = _keep(found, limit)
+    kept = _keep(found, limit)  # with limit == first, the first round scores them all and none remain
     stage1 = torch.cat([scores for _, _, scores in kept])
     order = stage1.argsort(descending=True, stable=True)
-    segment_of = torch.repeat_interleave(torch.arange(len(kept)), torch.tensor([len(d) for _, d, _ in kept]))
-    positions = torch.cat([torch.arange(len(d)) for _, d, _ in kept])
-    stage1, segment_of, positions = stage1[order], segment_of[order], positions[order]
+    stage1 = stage1[order]
+    lengths = torch.tensor([len(documents) for _, documents, _ in kept])
+    segment_of = torch.repeat_interleave(torch.arange(len(kept)), lengths)[order].numpy()
+    documents = np.concatenate([documents for _, documents, _ in kept])[order.numpy()]
     exact, ordinals, done, top = [], [], 0, None
     size = min(first, len(stage1))
     while size:
-        group = slice(done, done + size)
-        chosen = [
-            (view, documents[positions[group][segment_of[group] == s].numpy()], scores)
-            for s, (view, documents, scores) in enumerate(kept)
-        ]
-        scores, group_ordinals = _exact_scores([c for c in chosen if len(c[1])], codec, query, mapper)
+        segments, group = segment_of[done : done + size], documents[done : done + size]
+        chosen = [(kept[s][0], group[segments == s]) for s in np.unique(segments).tolist()]
+        scores, group_ordinals = _exact_scores(chosen, codec, query, mapper)
         exact.append(scores)
         ordinals.append(group_ordinals)
         done += size
@@ -421,21 +416,21 @@ def _keep(
 
 
 def _exact_scores(
-    found: list[tuple[SegmentView, np.ndarray, Tensor]], codec: Codec, query: Tensor, mapper=map
+    chosen: list[tuple[SegmentView, np.ndarray]], codec: Codec, query: Tensor, mapper=map
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of the documents in ``found`` and their global ordinals. Each segment's stored rows
-    are read through ``mapper`` (the segment threads: reads from the map fault pages in), then all are
-    decoded and scored together: a few large tensor operations instead of a few per segment."""
+    """Exact MaxSim of the documents chosen in each segment and their global ordinals. Each segment's
+    stored rows are read through ``mapper`` (the segment threads: reads from the map fault pages in),
+    then all are decoded and scored together: a few large tensor operations instead of a few per segment."""
 
-    def read(item: tuple[SegmentView, np.ndarray, Tensor]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def read(item: tuple[SegmentView, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         segment, documents = item[0].segment, item[1]
         rows, lengths = document_rows(segment.offsets, documents)
         return segment.read_rows(rows), lengths
 
-    parts = list(mapper(read, found))
+    parts = list(mapper(read, chosen))
     stored = {key: np.concatenate([arrays[key] for arrays, _ in parts]) for key in parts[0][0]}
-    vectors = decode_values(stored, found[0][0].segment.dtype, codec)
+    vectors = decode_values(stored, chosen[0][0].segment.dtype, codec)
     lengths = torch.from_numpy(np.concatenate([lengths for _, lengths in parts]))
     scores = maxsim_rows(vectors, lengths, query.float(), torch.ones(len(query), 1))[:, 0]
-    ordinals = torch.from_numpy(np.concatenate([documents + view.base for view, documents, _ in found]))
+    ordinals = torch.from_numpy(np.concatenate([documents + view.base for view, documents in chosen]))
     return scores, ordinals
