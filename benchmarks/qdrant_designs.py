@@ -1,22 +1,25 @@
-"""Candidate generation inside Qdrant Edge, three designs side by side, against exact MaxSim.
+"""Candidate generation inside Qdrant Edge, designs side by side, against exact MaxSim.
 
-On the scale proxy of ``search_scale.py`` (real pooled SciFact / NFCorpus / MEDLINE documents, then
-synthetic documents mixed from them: many near-duplicates), 100 real queries, recall@10 against
-exact MaxSim over the exported float32 vectors. Each design runs in its own process (export
-seconds, documents/s, bytes on disk per document, peak RSS, then single-query latency and recall):
+On a proxy of ``search_scale.py`` (``--proxy standard``: real pooled SciFact / NFCorpus / MEDLINE
+documents, then synthetic documents mixed from them; ``--proxy copies``: each real document followed
+by 10-50 perturbed copies), 100 real queries, recall@10 against exact MaxSim over the exported
+float32 vectors. Each design runs in its own process (export seconds, documents/s, bytes on disk per
+document, peak RSS, then single-query latency and recall per setting):
 
-- ``muvera``: latepool's export (:func:`latepool.index.qdrant.export_edge`): a MUVERA encoding
-  under HNSW prefetches, Qdrant rescores by exact MaxSim. Also the cost of exporting again
-  unchanged (the idempotent check alone).
+- ``graph``: latepool's export (:func:`latepool.index.qdrant.export_edge`, the default): one point
+  per pooled vector under HNSW beside each document's multivector. Each query token takes its
+  ``token_hits`` nearest vectors, documents are ranked by the sum of their best vectors' margins
+  over each token's last hit, and the best ``prefetch`` are rescored by exact MaxSim. Also the cost
+  of exporting again unchanged (the idempotent check alone).
+- ``muvera``: the document's MUVERA encoding (:mod:`latepool.index.fde`) under HNSW prefetches
+  ``prefetch`` documents, Qdrant rescores them by exact MaxSim (latepool's previous default).
 - ``codes``: one point per document with a sparse vector of its vectors' k-means centroid ids (an
   inverted index, no graph); the query's sparse vector holds each token's ``probes`` nearest
   centroids, weighted by similarity; the best ``limit`` are rescored by exact MaxSim.
-- ``tokens``: one point per pooled vector (its centroid id as a one-hot sparse vector, the vector
-  itself, the document in the payload). Each query token reads its ``probes`` centroids' lists and
-  rescores them by its own similarity; documents are ranked by the sum over tokens of their best
-  vector (the token's ``k'``-th similarity where missing), and the best ``rescore`` get exact MaxSim.
+- ``latepool``: latepool's own index of the same float32 documents (``float16`` storage), its
+  default search, for comparison.
 
-    python benchmarks/qdrant_designs.py --size 20000 --cache-dir ~/.cache/latepool/scale
+    python benchmarks/qdrant_designs.py --size 100000 --proxy copies --cache-dir ~/.cache/latepool/scale
 """
 
 from __future__ import annotations
@@ -36,13 +39,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from latepool.options import DEFAULT_CACHE_DIR  # noqa: E402
 from latepool.scoring import maxsim_topk  # noqa: E402
-from search_scale import corpus, directory_bytes, peak_rss_bytes, real_collections  # noqa: E402
+from search_scale import (  # noqa: E402
+    PROXIES,
+    directory_bytes,
+    peak_rss_bytes,
+    proxy_corpus,
+    real_collections,
+)
 
-DESIGNS = ("muvera", "codes", "tokens")
-SETTINGS = {  # per design: the search settings measured
+DESIGNS = ("graph", "muvera", "codes", "latepool")
+SETTINGS = {  # per design: the search settings measured (the first is the default where there is one)
+    "graph": [
+        {"prefetch": 800, "token_hits": 100},
+        {"prefetch": 400, "token_hits": 100},
+        {"prefetch": 600, "token_hits": 150},
+        {"prefetch": 1200, "token_hits": 100},
+    ],
     "muvera": [{"prefetch": 100}, {"prefetch": 1000}],
     "codes": [{"probes": 16, "limit": 1000}, {"probes": 16, "limit": 2000}],
-    "tokens": [{"probes": 4, "kprime": 100, "rescore": 256}, {"probes": 8, "kprime": 100, "rescore": 256}],
+    "latepool": [{}],
 }
 
 
@@ -56,26 +71,85 @@ def index_centroids(documents: list[torch.Tensor]) -> torch.Tensor:
     return Codec.train(sample[: POINTS_PER_CENTROID * count].clone(), count, consume=True).centroids
 
 
-def export_muvera(documents, path: Path) -> dict:
+def batches_of(documents, size: int = 1000):
+    ids = [str(i) for i in range(len(documents))]
+    return [(ids[a : a + size], documents[a : a + size]) for a in range(0, len(documents), size)]
+
+
+def export_graph(documents, path: Path) -> dict:
+    """Export (or, for a shard an earlier ``--keep`` run left, read its export time), then export again."""
     from latepool.index.qdrant import export_edge
 
-    ids = [str(i) for i in range(len(documents))]
-    batches = [(ids[a : a + 1000], documents[a : a + 1000]) for a in range(0, len(documents), 1000)]
+    dim, record = int(documents[0].shape[1]), path.with_suffix(".json")
+    if not record.is_file():
+        shutil.rmtree(path, ignore_errors=True)
+        started = time.perf_counter()
+        export_edge(iter(batches_of(documents)), path, dim=dim).close()
+        record.write_text(json.dumps({"export_s": time.perf_counter() - started}))
+    seconds = json.loads(record.read_text())["export_s"]
     started = time.perf_counter()
-    export_edge(iter(batches), path, dim=int(documents[0].shape[1])).close()
-    seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    shard = export_edge(iter(batches), path, dim=int(documents[0].shape[1]))
+    shard = export_edge(iter(batches_of(documents)), path, dim=dim)
     return {"shard": shard, "export_s": seconds, "again_s": time.perf_counter() - started}
 
 
-def search_muvera(shard, query, prefetch: int) -> list[int]:
+def search_graph(shard, query, prefetch: int, token_hits: int) -> list[int]:
     from latepool.index.qdrant import search_edge
 
-    return [int(hit.id) for hit in search_edge(shard, [query], 10, prefetch=prefetch)[0]]
+    return [int(hit.id) for hit in search_edge(shard, [query], 10, prefetch=prefetch, token_hits=token_hits)[0]]
 
 
-def _shard(path: Path, dim: int, dense: bool):
+def export_muvera(documents, path: Path) -> dict:
+    from qdrant_edge import Point, UpdateOperation
+
+    from latepool.index.fde import FDEConfig, encode_documents
+
+    config = FDEConfig(dim=int(documents[0].shape[1]))
+    started = time.perf_counter()
+    shard = _shard(path, int(documents[0].shape[1]), single=config.size)
+    for start in range(0, len(documents), 1000):
+        batch = documents[start : start + 1000]
+        encodings = encode_documents(batch, config).tolist()
+        points = [
+            Point(number, {"colbert": document.tolist(), "fde": encoding})
+            for number, (document, encoding) in enumerate(zip(batch, encodings), start=start)
+        ]
+        shard.update(UpdateOperation.upsert_points(points))
+    shard.flush()
+    shard.optimize()
+    return {"shard": shard, "export_s": time.perf_counter() - started}
+
+
+def search_muvera(shard, query, prefetch: int) -> list[int]:
+    from qdrant_edge import Prefetch, Query, QueryRequest
+
+    from latepool.index.fde import FDEConfig, encode_queries
+
+    encoding = encode_queries([query], FDEConfig(dim=int(query.shape[1])))[0].tolist()
+    request = QueryRequest(
+        limit=10,
+        query=Query.Nearest(query.float().tolist(), using="colbert"),
+        prefetches=[Prefetch(limit=prefetch, query=Query.Nearest(encoding, using="fde"))],
+    )
+    return [int(point.id) for point in shard.query(request)]
+
+
+def export_latepool(documents, path: Path) -> dict:
+    from latepool.index import Index
+
+    settings = {"model": "", "model_hash": "", "query_length": 48, "document_length": 300, "dtype": "float16"}
+    settings |= {"pool_method": "kmeans", "pool_factor": 4}
+    started = time.perf_counter()
+    index = Index.from_batches(path, iter(batches_of(documents, 10_000)), settings, expected_documents=len(documents))
+    return {"shard": index, "export_s": time.perf_counter() - started}
+
+
+def search_latepool(index, query) -> list[int]:
+    return [int(hit.id) for hit in index.search_embeddings([query], 10)[0]]
+
+
+def _shard(path: Path, dim: int, single: int = 0):
+    """A shard of ``colbert`` multivectors (no graph), a sparse ``codes`` vector and, with ``single``,
+    a dense ``fde`` vector of that size under HNSW."""
     from qdrant_edge import (
         Distance,
         EdgeConfig,
@@ -96,8 +170,8 @@ def _shard(path: Path, dim: int, dense: bool):
             hnsw_config=no_graph,
         )
     }
-    if dense:
-        vectors["vector"] = EdgeVectorParams(size=dim, distance=Distance.Dot, hnsw_config=no_graph)
+    if single:
+        vectors["fde"] = EdgeVectorParams(size=single, distance=Distance.Dot)
     return EdgeShard.create(str(path), EdgeConfig(vectors=vectors, sparse_vectors={"codes": EdgeSparseVectorParams()}))
 
 
@@ -108,7 +182,7 @@ def export_codes(documents, path: Path, centroids: torch.Tensor) -> dict:
 
     codec = Codec(centroids)
     started = time.perf_counter()
-    shard = _shard(path, int(documents[0].shape[1]), dense=False)
+    shard = _shard(path, int(documents[0].shape[1]))
     for start in range(0, len(documents), 1000):
         batch = documents[start : start + 1000]
         codes = torch.from_numpy(codec.assign(torch.cat(batch)).astype("int64")).split([len(d) for d in batch])
@@ -139,80 +213,25 @@ def search_codes(shard, query, centroids: torch.Tensor, probes: int, limit: int)
     return [int(point.id) for point in shard.query(request)]
 
 
-def export_tokens(documents, path: Path, centroids: torch.Tensor) -> dict:
-    from qdrant_edge import Point, SparseVector, UpdateOperation
-
-    from latepool.index.codec import Codec
-
-    codec = Codec(centroids)
-    started = time.perf_counter()
-    shard = _shard(path, int(documents[0].shape[1]), dense=True)
-    row = len(documents)  # token points are numbered after the document points
-    for start in range(0, len(documents), 200):
-        batch = documents[start : start + 200]
-        codes = codec.assign(torch.cat(batch)).tolist()
-        points, offset = [], 0
-        for number, document in enumerate(batch, start=start):
-            values = document.tolist()
-            points.append(Point(number, {"colbert": values}))
-            for vector in values:
-                points.append(
-                    Point(row, {"vector": vector, "codes": SparseVector([codes[offset]], [1.0])}, {"d": number})
-                )
-                row, offset = row + 1, offset + 1
-        shard.update(UpdateOperation.upsert_points(points))
-    shard.flush()
-    shard.optimize()
-    return {"shard": shard, "export_s": time.perf_counter() - started}
-
-
-def search_tokens(shard, query, centroids: torch.Tensor, probes: int, kprime: int, rescore: int) -> list[int]:
-    from qdrant_edge import Filter, HasIdCondition, Prefetch, Query, QueryBatchRequest, QueryRequest, SparseVector
-
-    nearest = (query.float() @ centroids.T).topk(probes, dim=1)
-    requests = [
-        QueryRequest(
-            limit=kprime,
-            query=Query.Nearest(token.float().tolist(), using="vector"),
-            prefetches=[
-                Prefetch(
-                    limit=20 * kprime,
-                    query=Query.Nearest(SparseVector(cells.tolist(), scores.tolist()), using="codes"),
-                )
-            ],
-            with_payload=True,
-        )
-        for token, cells, scores in zip(query, nearest.indices, nearest.values)
-    ]
-    floors, best = [], {}
-    for token, hits in enumerate(shard.query_batch(QueryBatchRequest(requests))):
-        floors.append(hits[-1].score if len(hits) == kprime else 0.0)
-        for hit in hits:  # best first: the first hit of a document is its best vector for this token
-            best.setdefault(hit.payload["d"], {}).setdefault(token, hit.score)
-    gain = {d: sum(score - floors[t] for t, score in found.items()) for d, found in best.items()}
-    chosen = sorted(gain, key=gain.get, reverse=True)[:rescore]
-    request = QueryRequest(
-        limit=10,
-        query=Query.Nearest(query.float().tolist(), using="colbert"),
-        filter=Filter(must=[HasIdCondition(set(chosen))]),
-    )
-    return [int(point.id) for point in shard.query(request)]
-
-
 def run_design(design: str, data_file: Path, shard_dir: Path) -> dict:
     """Runs in a fresh process: export, then every setting of :data:`SETTINGS` over the queries."""
     data = torch.load(data_file)
     documents, queries, truth, centroids = data["documents"], data["queries"], data["truth"], data["centroids"]
-    if design == "muvera":
+    if design == "graph":
+        exported = export_graph(documents, shard_dir)
+        search = lambda shard, query, s: search_graph(shard, query, **s)  # noqa: E731
+    elif design == "muvera":
         exported = export_muvera(documents, shard_dir)
         search = lambda shard, query, s: search_muvera(shard, query, **s)  # noqa: E731
     elif design == "codes":
         exported = export_codes(documents, shard_dir, centroids)
         search = lambda shard, query, s: search_codes(shard, query, centroids, **s)  # noqa: E731
     else:
-        exported = export_tokens(documents, shard_dir, centroids)
-        search = lambda shard, query, s: search_tokens(shard, query, centroids, **s)  # noqa: E731
+        exported = export_latepool(documents, shard_dir)
+        search = lambda index, query, s: search_latepool(index, query)  # noqa: E731
     shard = exported.pop("shard")
+    for query in queries[:20]:  # the first searches fault the shard's files in: not timed
+        search(shard, query, SETTINGS[design][0])
     rows = []
     for settings in SETTINGS[design]:
         latencies, found = [], 0
@@ -224,7 +243,8 @@ def run_design(design: str, data_file: Path, shard_dir: Path) -> dict:
         rows.append(
             {"settings": settings, "recall": found / (10 * len(queries)), "median_ms": statistics.median(latencies)}
         )
-    shard.close()
+    if hasattr(shard, "close"):
+        shard.close()
     size = len(documents)
     return {
         **exported,
@@ -235,42 +255,54 @@ def run_design(design: str, data_file: Path, shard_dir: Path) -> dict:
     }
 
 
+def write_data(data_file: Path, args: argparse.Namespace) -> None:
+    """The proxy's documents, the queries, their exact top 10 and (for ``codes``) centroids, in one file."""
+    ids, documents, _, queries, _, _ = real_collections(args.cache_dir, 50)
+    batches = proxy_corpus(args.proxy, args.size, (ids, documents, []))
+    documents = [d.float() for _, batch in batches for d in batch]
+    started = time.perf_counter()
+    truth = maxsim_topk(queries, documents, 10)[1].tolist()
+    print(
+        f"{len(documents):,} documents, {sum(len(d) for d in documents):,} vectors, {len(queries)} queries; "
+        f"exact top 10 in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    centroids = index_centroids(documents) if "codes" in args.designs else None
+    torch.save({"documents": documents, "queries": queries, "truth": truth, "centroids": centroids}, data_file)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20_000, help="Documents of the proxy.")
+    parser.add_argument("--proxy", default="standard", choices=[p for p in PROXIES if p != "chunks"])
     parser.add_argument("--designs", default=",".join(DESIGNS), help="Comma-separated designs to measure.")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Embedding cache.")
     parser.add_argument("--root", type=Path, default=None, help="Where the shards are written (default: a temp dir).")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="Keep the proxy's data and the graph shard here, and reuse them."
+    )
     parser.add_argument("--design", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.design:
         print(json.dumps(run_design(args.design[0], Path(args.design[1]), Path(args.design[2]))))
         return
     with tempfile.TemporaryDirectory(dir=args.root) as temporary:
-        root = Path(temporary)
-        ids, documents, _, queries, _ = real_collections(args.cache_dir, 50)
-        documents = [d.float() for _, batch in corpus(args.size, (ids, documents)) for d in batch]
-        started = time.perf_counter()
-        truth = maxsim_topk(queries, documents, 10)[1].tolist()
-        print(
-            f"{len(documents):,} documents, {sum(len(d) for d in documents):,} vectors, {len(queries)} queries; "
-            f"exact top 10 in {time.perf_counter() - started:.0f} s",
-            flush=True,
-        )
-        centroids = index_centroids(documents)
-        data_file = root / "data.pt"
-        torch.save({"documents": documents, "queries": queries, "truth": truth, "centroids": centroids}, data_file)
-        del documents
+        root = args.keep or Path(temporary)
+        root.mkdir(parents=True, exist_ok=True)
+        data_file = root / f"data-{args.proxy}-{args.size}.pt"
+        if not data_file.is_file():
+            write_data(data_file, args)
         print(
             f"{'design':<8} {'export':>8} {'docs/s':>7} {'KB/doc':>7} {'peak RSS':>9}  settings: recall@10, median ms"
         )
         for design in args.designs.split(","):
-            shard_dir = root / f"shard-{design}"
+            shard_dir = root / f"shard-{design}-{args.proxy}-{args.size}"
             command = [sys.executable, __file__, "--design", design, str(data_file), str(shard_dir)]
             result = json.loads(
                 subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
             )
-            shutil.rmtree(shard_dir, ignore_errors=True)
+            if not (args.keep and design == "graph"):
+                shutil.rmtree(shard_dir, ignore_errors=True)
             again = f" (again unchanged: {result['again_s']:.1f} s)" if "again_s" in result else ""
             rows = "; ".join(f"{r['settings']}: {r['recall']:.3f}, {r['median_ms']:.1f} ms" for r in result["rows"])
             print(

@@ -14,8 +14,9 @@ recall@10 against exact MaxSim over the same stored vectors, NDCG@10 on the real
 seconds to add 1,000 more documents. ``--queries`` real queries (half SciFact, half NFCorpus).
 
 Peers, side by side on the same documents (``--peers``, sizes up to ``--peer-limit``): fast-plaid
-(4-bit, CPU; installed into its own virtualenv, since it pins torch 2.11) and Qdrant Edge (the
-pooled multivectors plus a MUVERA encoding under HNSW, prefetch 100 then MaxSim). For these sizes
+(4-bit, CPU; installed into its own virtualenv, since it pins torch 2.11) and Qdrant Edge
+(latepool's export: the pooled multivectors, each pooled vector under HNSW; its default search).
+benchmarks/qdrant_designs.py compares Qdrant designs on their own. For these sizes
 recall@10 of every engine is also measured against exact MaxSim over the float32 input vectors.
 
     python benchmarks/search_scale.py --sizes 10000,100000 --dtype residual2 --peers
@@ -462,15 +463,15 @@ def percentile_95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))]
 
 
-EDGE_PREFETCH_CURVE = (1000, 0)  # Qdrant Edge's other settings: deeper prefetches, and 0, its exact MaxSim scan
+EDGE_PREFETCH_CURVE = (400, 0)  # Qdrant Edge's other settings: a deeper prefetch, and 0, its exact MaxSim scan
 
 
 def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> dict:
-    """Runs in a fresh process: a Qdrant Edge shard of the same documents, prefetch 100 then MaxSim (and
-    the :data:`EDGE_PREFETCH_CURVE` settings, for its latency at higher recall)."""
+    """Runs in a fresh process: a Qdrant Edge shard of the same documents, searched at latepool's
+    defaults (and the :data:`EDGE_PREFETCH_CURVE` settings, for its latency at higher recall)."""
     from qdrant_edge import EdgeShard
 
-    from latepool.index.qdrant import export_edge, search_edge
+    from latepool.index.qdrant import PREFETCH, export_edge, search_edge
 
     documents = torch.load(documents_file)["documents"]
     queries = torch.load(queries_file)["queries"]
@@ -483,9 +484,9 @@ def measure_edge(documents_file: Path, queries_file: Path, shard_dir: Path) -> d
     started = time.perf_counter()
     shard = EdgeShard.load(str(shard_dir))
     open_s = time.perf_counter() - started
-    latencies, hits = edge_timed(shard, queries, 100)
+    latencies, hits = edge_timed(shard, queries, PREFETCH)
     started = time.perf_counter()
-    search_edge(shard, queries, 10, prefetch=100)
+    search_edge(shard, queries, 10)
     batched = (time.perf_counter() - started) * 1000 / len(queries)
     curve = {}
     for prefetch in EDGE_PREFETCH_CURVE:

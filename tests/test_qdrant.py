@@ -58,6 +58,22 @@ def test_encodings_approximate_maxsim_well_enough_to_prefetch() -> None:
         encode_documents([torch.zeros(0, 16)], config)
 
 
+def test_candidates_rank_documents_by_each_tokens_best_vector() -> None:
+    from latepool.index.qdrant import point_id, rank_documents, vector_point_ids
+
+    a, b = point_id("a"), point_id("b")
+    assert a.endswith("0000") and vector_point_ids(a, 3, start=1) == vector_point_ids(a, 3)[1:]
+    assert [v[:-4] for v in vector_point_ids(a, 3)] == [a[:-4]] * 3  # a vector point names its document
+    assert len({a, b, *vector_point_ids(a, 3), *vector_point_ids(b, 3)}) == 8
+    token_hits = [
+        [("a", 0.9), ("b", 0.8), ("a", 0.7), ("c", 0.5)],  # floor 0.5: a gains 0.4 (its best), b 0.3, c 0
+        [("b", 0.6), ("c", 0.45), ("a", 0.2)],  # weight 2, floor 0.2: b 0.8, c 0.5, a 0
+    ]
+    assert rank_documents(token_hits, [1.0, 2.0], 3) == ["b", "c", "a"]
+    assert rank_documents(token_hits, [1.0, 2.0], 2) == ["b", "c"]
+    assert rank_documents([[], token_hits[1]], [1.0, 1.0], 3) == ["b", "c", "a"]
+
+
 def test_qdrant_local_mode_matches_exact_search(index: Index, tmp_path: Path) -> None:
     pytest.importorskip("qdrant_client")
     from latepool.index.qdrant import connect, export_index, search_qdrant
@@ -93,7 +109,7 @@ def test_qdrant_edge_matches_exact_search_and_prefetches(index: Index, tmp_path:
         assert ids(theirs) == ids(ours)
         assert [h.score for r in theirs for h in r] == pytest.approx([h.score for r in ours for h in r], abs=1e-4)
     recall = sum(len(set(a) & set(b)) for a, b in zip(ids(narrow), ids(ours))) / (10 * len(queries))
-    assert recall >= 0.8  # 60 of 300 prefetched through the HNSW graph on the encodings
+    assert recall >= 0.8  # 60 of 300 prefetched from the query tokens' nearest vectors in the graph
 
 
 def test_exporting_again_writes_only_what_changed(index: Index, tmp_path: Path) -> None:
@@ -109,6 +125,8 @@ def test_exporting_again_writes_only_what_changed(index: Index, tmp_path: Path) 
         index.add_documents(["doc-30"], topical(1, 5, seed=10), replace=True)  # changed vectors, same id
         update = export_index(index, client, "latepool")
         assert QdrantCollection.open(client, "latepool", dim=16).count() == len(index) == 287
+        # the replaced doc-30 has five vectors now: its sixth vector point went with the old version
+        assert client.count("latepool", exact=True).count == 287 + 286 * 6 + 5
         queries = topical(5, 4, seed=4)
         exact = search_qdrant(client, "latepool", queries, 10, prefetch=None)
         redone = export_index(index, client, "latepool", overwrite=True)
@@ -127,7 +145,7 @@ def test_exporting_again_writes_only_what_changed(index: Index, tmp_path: Path) 
 
 def test_an_interrupted_edge_export_resumes_and_follows_deletes(index: Index, tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("qdrant_edge")
-    from qdrant_edge import CountRequest
+    from qdrant_edge import CountRequest, Filter, HasVectorCondition
 
     from latepool.index import qdrant
     from latepool.index.qdrant import export_edge, search_edge
@@ -151,8 +169,10 @@ def test_an_interrupted_edge_export_resumes_and_follows_deletes(index: Index, tm
     try:
         queries = topical(4, 4, seed=6)
         found = search_edge(shard, queries, 10, prefetch=None)
+        documents = shard.count(CountRequest(exact=True, filter=Filter(must=[HasVectorCondition("colbert")])))
         points = shard.count(CountRequest(exact=True))
     finally:
         shard.close()
-    assert written == [] and points == len(index) == 200
+    assert written == [] and documents == len(index) == 200
+    assert points == 200 * (1 + 6)  # each document point and its six vector points, no orphans
     assert ids(found) == ids(index.search_embeddings(queries, 10, candidates=False))

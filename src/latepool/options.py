@@ -21,4 +21,5 @@ RESIDUAL_BITS = {"residual4": 4, "residual2": 2, "residual1": 1}  # residual cod
 DTYPES: tuple[str, ...] = ("float16", "int8", *RESIDUAL_BITS)  # how an index stores its vectors
 TEACHER_TYPES: tuple[str, ...] = ("cross-encoder", "llm-reranker", "bi-encoder", "colbert")
 CHECKPOINT_FORMATS: tuple[str, ...] = ("pylate", "sentence-transformers")
+QDRANT_PREFETCH = 800  # Qdrant search: candidate documents rescored by exact MaxSim (latepool.index.qdrant)
 DEFAULT_CACHE_DIR = Path(os.environ.get("LATEPOOL_CACHE") or Path.home() / ".cache" / "latepool")

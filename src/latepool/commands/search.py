@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from latepool.commands.common import add_model_option, add_qdrant_options
+from latepool.options import QDRANT_PREFETCH
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,9 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prefetch",
         type=int,
-        default=100,
-        help="With --url/--qdrant-path: documents prefetched from the MUVERA HNSW field and rescored by MaxSim "
-        "(0: exact MaxSim over the whole collection).",
+        default=QDRANT_PREFETCH,
+        help="With --url/--qdrant-path: candidate documents, ranked from each query token's nearest pooled "
+        "vectors in Qdrant's graph, rescored by exact MaxSim (0: exact MaxSim over the whole collection).",
     )
     parser.set_defaults(run=run)
 

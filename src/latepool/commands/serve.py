@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from latepool.commands.common import add_model_option
+from latepool.options import QDRANT_PREFETCH
 
 API_KEY_ENV = "LATEPOOL_API_KEY"  # the same name as latepool.index.server.API_KEY_ENV (no starlette import here)
 
@@ -52,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qdrant.add_argument("--collection", default=None, help="The Qdrant collection (with --qdrant-url/--qdrant-path).")
     qdrant.add_argument("--qdrant-api-key", default=None, help="Qdrant API key (Qdrant Cloud or a secured server).")
     qdrant.add_argument(
-        "--prefetch", type=int, default=100, help="Documents prefetched from the MUVERA field (0: exact MaxSim scan)."
+        "--prefetch",
+        type=int,
+        default=QDRANT_PREFETCH,
+        help="Candidate documents from the query tokens' nearest vectors, rescored by MaxSim (0: exact MaxSim scan).",
     )
     parser.set_defaults(run=run)
 

@@ -321,7 +321,7 @@ def create_app(index: Index, config: ServerConfig | None = None, qdrant: QdrantC
         manifest = index.manifest
         state = {"status": "ok", "documents": len(index), "vectors": manifest["vector_count"]}
         if qdrant is not None:
-            state["qdrant"] = {"collection": qdrant.collection, "points": await run_in_threadpool(qdrant.count)}
+            state["qdrant"] = {"collection": qdrant.collection, "documents": await run_in_threadpool(qdrant.count)}
         return JSONResponse({**state, "read_only": config.read_only})
 
     async def search(request: Request) -> JSONResponse:
