@@ -18,8 +18,8 @@ candidate score is the sum over tokens of how far its best vector lands above th
 ``colbert``. Without ``prefetch`` the search is an exact MaxSim scan. The same code talks to an
 embedded local store (``path=``), a Qdrant server or a cluster (``url=``) through qdrant-client, and
 to a Qdrant Edge shard (``qdrant-edge-py``, Qdrant's embedded engine): :func:`export_index` /
-:func:`search_qdrant` and :func:`export_edge` / :func:`search_edge`. (The README's Qdrant section measures this design against MUVERA encodings
-and Qdrant's own multivector graph.)
+:func:`search_qdrant` and :func:`export_edge` / :func:`search_edge`. (The README's Qdrant section
+measures this design against MUVERA encodings and Qdrant's own multivector graph.)
 
 Exports are idempotent: exporting into an existing collection (or shard) writes only the documents
 that are new or whose fingerprint changed and removes those the index no longer holds. A document's
