@@ -123,7 +123,7 @@ def rank_documents(token_hits: list[list[tuple[Hashable, float]]], weights: list
     Example::
 
         >>> rank_documents([[("a", 0.9), ("b", 0.5)], [("b", 0.8), ("b", 0.7), ("a", 0.6)]], [1.0, 1.0], 2)
-        ['b', 'a']
+        ['a', 'b']
     """
     gains: dict[Hashable, float] = {}
     for hits, weight in zip(token_hits, weights):
