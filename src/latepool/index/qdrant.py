@@ -67,8 +67,8 @@ class ExportReport:
 
     Attributes:
         documents: Documents the collection holds for the index afterwards.
-        written: Points written (documents new to the collection, or changed).
-        deleted: Points removed (documents the index no longer holds).
+        written: Documents written (new to the collection, or changed), with their vector points.
+        deleted: Documents removed (the index no longer holds them), with their vector points.
     """
 
     documents: int
