@@ -41,6 +41,7 @@ from latepool.options import DEFAULT_CACHE_DIR  # noqa: E402
 from latepool.scoring import maxsim_topk  # noqa: E402
 from search_scale import (  # noqa: E402
     PROXIES,
+    SETTINGS,
     directory_bytes,
     peak_rss_bytes,
     proxy_corpus,
@@ -48,7 +49,7 @@ from search_scale import (  # noqa: E402
 )
 
 DESIGNS = ("graph", "muvera", "codes", "latepool")
-SETTINGS = {  # per design: the search settings measured (the first is the default where there is one)
+SEARCHES = {  # per design: the search settings measured (the first is the default where there is one)
     "graph": [
         {"prefetch": 800, "token_hits": 100},
         {"prefetch": 400, "token_hits": 100},
@@ -136,10 +137,9 @@ def search_muvera(shard, query, prefetch: int) -> list[int]:
 def export_latepool(documents, path: Path) -> dict:
     from latepool.index import Index
 
-    settings = {"model": "", "model_hash": "", "query_length": 48, "document_length": 300, "dtype": "float16"}
-    settings |= {"pool_method": "kmeans", "pool_factor": 4}
     started = time.perf_counter()
-    index = Index.from_batches(path, iter(batches_of(documents, 10_000)), settings, expected_documents=len(documents))
+    batches = iter(batches_of(documents, 10_000))
+    index = Index.from_batches(path, batches, {**SETTINGS, "dtype": "float16"}, expected_documents=len(documents))
     return {"shard": index, "export_s": time.perf_counter() - started}
 
 
@@ -214,7 +214,7 @@ def search_codes(shard, query, centroids: torch.Tensor, probes: int, limit: int)
 
 
 def run_design(design: str, data_file: Path, shard_dir: Path) -> dict:
-    """Runs in a fresh process: export, then every setting of :data:`SETTINGS` over the queries."""
+    """Runs in a fresh process: export, then every setting of :data:`SEARCHES` over the queries."""
     data = torch.load(data_file)
     documents, queries, truth, centroids = data["documents"], data["queries"], data["truth"], data["centroids"]
     if design == "graph":
@@ -231,9 +231,9 @@ def run_design(design: str, data_file: Path, shard_dir: Path) -> dict:
         search = lambda index, query, s: search_latepool(index, query)  # noqa: E731
     shard = exported.pop("shard")
     for query in queries[:20]:  # the first searches fault the shard's files in: not timed
-        search(shard, query, SETTINGS[design][0])
+        search(shard, query, SEARCHES[design][0])
     rows = []
-    for settings in SETTINGS[design]:
+    for settings in SEARCHES[design]:
         latencies, found = [], 0
         for query, expected in zip(queries, truth):
             started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Qdrant export and search (qdrant-client local mode and Qdrant Edge), and the MUVERA encodings behind the prefetch."""
+"""Qdrant export and search (qdrant-client local mode and Qdrant Edge), and the MUVERA encodings (fde)."""
 
 from __future__ import annotations
 

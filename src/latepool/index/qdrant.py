@@ -179,8 +179,13 @@ class _Points:
         token_hits: Nearest vector points each query token takes from the graph.
     """
 
-    prefetch: int | None = PREFETCH
-    token_hits: int = TOKEN_HITS
+    prefetch: int | None
+    token_hits: int
+
+    def _guard(self) -> contextlib.AbstractContextManager:
+        """What every call to Qdrant runs under (a collection turns unreachable-server errors into
+        :class:`QdrantUnavailableError`)."""
+        return contextlib.nullcontext()
 
     def _upsert(self, points: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> None:
         raise NotImplementedError
@@ -212,34 +217,37 @@ class _Points:
         """Document point id -> fingerprint of every document point."""
         found: dict[str, str | None] = {}
         offset = None
-        while True:
-            records, offset = self._document_page(offset)
-            found.update({str(r.id): (r.payload or {}).get(FINGERPRINT) for r in records})
-            if offset is None:
-                return found
+        with self._guard():
+            while True:
+                records, offset = self._document_page(offset)
+                found.update({str(r.id): (r.payload or {}).get(FINGERPRINT) for r in records})
+                if offset is None:
+                    return found
 
     def write(self, ids: list[str], documents: list[Tensor], prints: list[str] | None = None) -> None:
         """Upsert documents: their vector points, then their document points (a replaced document's
         vector points beyond its new length are removed)."""
         prints = prints or [fingerprint(d) for d in documents]
         document_points, vector_points = _point_values(ids, documents, prints)
-        self._upsert([(p, {TOKEN: v}, None) for p, v in vector_points])
-        before = self._counts([p for p, _, _ in document_points])
-        shorter = [
-            stale
-            for p, rows, _ in document_points
-            if before.get(p, 0) > len(rows)
-            for stale in vector_point_ids(p, before[p], start=len(rows))
-        ]
-        if shorter:
-            self._delete(shorter)
-        self._upsert([(p, {MULTIVECTOR: rows}, payload) for p, rows, payload in document_points])
+        with self._guard():
+            self._upsert([(p, {TOKEN: v}, None) for p, v in vector_points])
+            before = self._counts([p for p, _, _ in document_points])
+            shorter = [
+                stale
+                for p, rows, _ in document_points
+                if before.get(p, 0) > len(rows)
+                for stale in vector_point_ids(p, before[p], start=len(rows))
+            ]
+            if shorter:
+                self._delete(shorter)
+            self._upsert([(p, {MULTIVECTOR: rows}, payload) for p, rows, payload in document_points])
 
     def remove(self, point_ids: list[str]) -> None:
         """Delete documents by document point id (see :func:`point_id`), their vector points first."""
-        counts = self._counts(point_ids)
-        self._delete([v for p in point_ids for v in vector_point_ids(p, counts.get(p, 0))])
-        self._delete(point_ids)
+        with self._guard():
+            counts = self._counts(point_ids)
+            self._delete([v for p in point_ids for v in vector_point_ids(p, counts.get(p, 0))])
+            self._delete(point_ids)
 
     def delete(self, ids: list[str]) -> None:
         """Delete documents by document id."""
@@ -248,14 +256,15 @@ class _Points:
     def search(self, queries: list[Tensor], k: int = 10) -> list[list[Hit]]:
         """Top-k documents of each ``(len, dim)`` query (module docstring)."""
         results = []
-        for query in queries:
-            among = None
-            if self.prefetch:
-                representatives, weights = merge_tokens(query, TOKEN_MERGE_SIMILARITY)
-                hits = self._nearest_documents(query[representatives].float().tolist(), self.token_hits)
-                among = self._point_ids(rank_documents(hits, weights.tolist(), max(self.prefetch, k)))
-                among = among if len(among) >= k else None  # a tiny collection: scan it
-            results.append(self._maxsim(query.float().tolist(), k, among))
+        with self._guard():
+            for query in queries:
+                among = None
+                if self.prefetch:
+                    representatives, weights = merge_tokens(query, TOKEN_MERGE_SIMILARITY)
+                    hits = self._nearest_documents(query[representatives].float().tolist(), self.token_hits)
+                    among = self._point_ids(rank_documents(hits, weights.tolist(), max(self.prefetch, k)))
+                    among = among if len(among) >= k else None  # a tiny collection: scan it
+                results.append(self._maxsim(query.float().tolist(), k, among))
         return results
 
 
@@ -346,7 +355,14 @@ class QdrantCollection(_Points):
         self.prefetch, self.token_hits = prefetch, token_hits
 
     @classmethod
-    def open(cls, client, collection: str, dim: int | None = None, prefetch: int | None = PREFETCH) -> QdrantCollection:
+    def open(
+        cls,
+        client,
+        collection: str,
+        dim: int | None = None,
+        prefetch: int | None = PREFETCH,
+        token_hits: int = TOKEN_HITS,
+    ) -> QdrantCollection:
         """Check that Qdrant answers and holds ``collection`` (of ``dim``-dimensional vectors, when given).
 
         Raises:
@@ -362,11 +378,10 @@ class QdrantCollection(_Points):
                     _check_collection(client, collection, dim)
                 except ValueError as error:
                     raise QdrantUnavailableError(str(error)) from error
-        return cls(client, collection, prefetch)
+        return cls(client, collection, prefetch, token_hits)
 
-    def search(self, queries: list[Tensor], k: int = 10) -> list[list[Hit]]:
-        with _reaching():
-            return super().search(queries, k)
+    def _guard(self) -> contextlib.AbstractContextManager:
+        return _reaching()
 
     def count(self) -> int:
         """Documents in the collection."""
@@ -375,18 +390,6 @@ class QdrantCollection(_Points):
         with _reaching():
             documents = models.Filter(must=[models.HasVectorCondition(has_vector=MULTIVECTOR)])
             return int(self.client.count(self.collection, count_filter=documents, exact=True).count)
-
-    def fingerprints(self) -> dict[str, str | None]:
-        with _reaching():
-            return super().fingerprints()
-
-    def write(self, ids: list[str], documents: list[Tensor], prints: list[str] | None = None) -> None:
-        with _reaching():
-            super().write(ids, documents, prints)
-
-    def remove(self, point_ids: list[str]) -> None:
-        with _reaching():
-            super().remove(point_ids)
 
     def _upsert(self, points) -> None:
         from qdrant_client import models
@@ -475,9 +478,9 @@ def search_qdrant(
     Returns:
         Per query, its hits, best first.
     """
-    if dim is not None:
-        QdrantCollection.open(client, collection, dim=dim)
-    return QdrantCollection(client, collection, prefetch, token_hits).search(queries, k)
+    if dim is None:
+        return QdrantCollection(client, collection, prefetch, token_hits).search(queries, k)
+    return QdrantCollection.open(client, collection, dim, prefetch, token_hits).search(queries, k)
 
 
 class _EdgeShard(_Points):
@@ -505,8 +508,9 @@ class _EdgeShard(_Points):
         from qdrant_edge import Filter, HasVectorCondition, ScrollRequest
 
         documents = Filter(must=[HasVectorCondition(MULTIVECTOR)])
-        request = ScrollRequest(offset=offset, limit=1024, filter=documents, with_payload=True, with_vector=False)
-        return self.shard.scroll(request)
+        return self.shard.scroll(
+            ScrollRequest(offset=offset, limit=1024, filter=documents, with_payload=[FINGERPRINT], with_vector=False)
+        )
 
     def _nearest_documents(self, tokens, limit):
         from qdrant_edge import Query, QueryBatchRequest, QueryRequest, SearchParams
