@@ -27,6 +27,7 @@ from latepool.index.search import (
     probe_counts,
 )
 from latepool.index.storage import Segment, read_segment, write_segment
+from latepool.options import RESIDUAL_BITS
 from test_codec import SETTINGS, clustered_vectors
 
 
@@ -44,19 +45,27 @@ def coded_segment(
     tmp_path: Path, seed: int = 0, bits: int = 2, dim: int = 32, vectors: int = 1500, centroids: int = 32
 ) -> tuple[Codec, Segment]:
     """A residual-coded segment of clustered vectors (documents of 1-9 rows, split under ``seed``), its codec."""
+    return stored_segment(tmp_path, f"residual{bits}", seed, dim, vectors, centroids)
+
+
+def stored_segment(
+    tmp_path: Path, dtype: str, seed: int = 0, dim: int = 32, vectors: int = 1500, centroids: int = 32
+) -> tuple[Codec, Segment]:
+    """A segment of clustered vectors stored as ``dtype`` (grouped by centroid), and its codec."""
     vectors = clustered_vectors(vectors, dim=dim)
     documents = documents_of(vectors, seed=seed)
-    codec = Codec.train(vectors, num_centroids=centroids, bits=bits)
-    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, f"residual{bits}", codec)
-    return codec, read_segment(tmp_path, "seg", f"residual{bits}", dim)
+    codec = Codec.train(vectors, num_centroids=centroids, bits=RESIDUAL_BITS.get(dtype, 0))
+    write_segment(tmp_path / "seg", [str(i) for i in range(len(documents))], documents, dtype, codec)
+    return codec, read_segment(tmp_path, "seg", dtype, dim)
 
 
 @pytest.mark.parametrize(
-    "bits,dim",  # residual bytes per row: 16, 8, 4, and 6 and 3 (not whole groups of four)
-    [(4, 32), (2, 32), (1, 32), (2, 24), (1, 24)],
+    "dtype,dim",  # residual bytes per row: 16, 8, 4, and 6 and 3 (not whole groups of four); whole vectors
+    [("residual4", 32), ("residual2", 32), ("residual1", 32), ("residual2", 24), ("residual1", 24)]
+    + [("float16", 32), ("int8", 32), ("float16", 24)],
 )
-def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, bits: int, dim: int) -> None:
-    codec, segment = coded_segment(tmp_path, bits=bits, dim=dim)
+def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, dtype: str, dim: int) -> None:
+    codec, segment = stored_segment(tmp_path, dtype, dim=dim)
     live = np.ones(segment.count, dtype=bool)
     live[[3, 7]] = False
     query = clustered_vectors(6, dim=dim, seed=4)
@@ -67,6 +76,29 @@ def test_probing_every_list_scores_every_document_exactly(tmp_path: Path, bits: 
     exact = maxsim_rows(torch.cat(decoded), lengths, query, torch.ones(len(query), 1))[:, 0]
     assert found.tolist() == [d for d in range(segment.count) if live[d]]
     assert scores.numpy() == pytest.approx(exact[found].numpy(), abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_whole_vector_rows_are_scored_exactly_where_the_probe_reads_them(tmp_path: Path, dtype: str) -> None:
+    """A float16 / int8 row has no residual: the probe scores it from its stored vector, not its centroid."""
+    codec, segment = stored_segment(tmp_path, dtype, seed=1)
+    query = clustered_vectors(4, seed=5)
+    probe, base = _probe(codec, query, nprobe=2)
+    found, scores = _probe_segment(SegmentView(segment, np.ones(segment.count, dtype=bool), 0), probe, base)
+    assert len(probe.cells) == len(query)  # no tokens merged: each weighs 1
+    decoded = segment.documents(codec)
+    bounds = segment.offsets
+    codes = [segment.read_rows(slice(bounds[d], bounds[d + 1]))["codes"] for d in range(segment.count)]
+    expected = np.zeros(segment.count)
+    for token in range(len(query)):  # per token, a document's best row in the probed lists, else the floor
+        probed = probe.cells[token][probe.cells[token] >= 0]
+        for document, rows in enumerate(decoded):
+            read = np.isin(codes[document], probed)
+            best = float((rows[read] @ query[token]).max()) if read.any() else -np.inf
+            expected[document] += max(best, float(probe.floors[token]))
+    assert 0 < len(found) < segment.count
+    assert scores.numpy() == pytest.approx(expected[found], abs=1e-4)
+    assert np.all(expected[np.setdiff1d(np.arange(segment.count), found)] == pytest.approx(base, abs=1e-4))
 
 
 def test_row_cells_find_each_rows_list_across_empty_and_long_lists() -> None:
@@ -110,7 +142,7 @@ def test_heavier_tokens_probe_more_lists_and_each_scores_as_if_probed_alone(tmp_
             probe.cells[token : token + 1, :count],
             probe.cell_scores[token : token + 1, :count],
             probe.floors[token : token + 1],
-            probe.lut[token : token + 1],
+            probe.tables[token : token + 1],
         )
         documents, own_scores = _probe_segment(view, own, float(own.floors.sum()))
         alone[documents] += own_scores.numpy() - float(own.floors.sum())
@@ -355,7 +387,7 @@ def test_probe_scores_follow_their_definition_whether_a_token_touches_few_docume
             if cell < 0:
                 break
             for row in range(segment.ivf_offsets[cell], segment.ivf_offsets[cell + 1]):
-                score = cell_score + probe.lut[token, positions, residuals[row]].sum()
+                score = cell_score + probe.tables[token, positions, residuals[row]].sum()
                 best[row_docs[row]] = max(best[row_docs[row]], score)
         gains += np.maximum(best - probe.floors[token], 0)
     expected = np.flatnonzero((gains > 0) & live)

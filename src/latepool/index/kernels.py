@@ -6,18 +6,20 @@ float per query token and list entry, and sorts. Compiled, each is one pass, wit
 beyond a few numbers per document of the segment. The loops release the GIL, so segments are
 scored on parallel threads.
 
-:func:`score_lists` is compiled once per residual width (bytes per row), a constant in the code, so
-the byte loop unrolls into independent sums of table lookups. A row only raises its document's best
-score for the current token, and lists the document (without a branch) the first time the token
-touches it; after each token, a pass over the documents it touched adds their gains and resets their
-scores (one sequential pass over the segment instead, when they are more than 1 / DENSE_BELOW of it:
-cheaper then than scattered reads), so the work follows the rows read, not the size of the segment.
-A document counts as found
-when some token lifts it above that token's floor, read from its gain.
+:func:`score_lists` is compiled once per way rows are stored: residual bytes of a given width (a
+constant in the code, so the byte loop unrolls into independent sums of table lookups), or whole
+float16 / int8 vectors, which it scores exactly (a dot product with the query token; float16 is
+widened by the CPU's conversion instruction, which numba does not expose, through :func:`_widen`).
+A row only raises its document's best score for the current token, and lists the document (without
+a branch) the first time the token touches it; after each token, a pass over the documents it
+touched adds their gains and resets their scores (one sequential pass over the segment instead, when
+they are more than 1 / DENSE_BELOW of it: cheaper then than scattered reads), so the work follows
+the rows read, not the size of the segment. A document counts as found when some token lifts it
+above that token's floor, read from its gain.
 (``benchmarks/search_scale.py`` measures the whole search; the README says where the time goes.)
 
-The first call for a width in a process compiles it (about a second); the machine code is cached
-next to this file when that directory is writable, and later processes load it.
+The first call for a way of storing in a process compiles it (about a second); the machine code is
+cached next to this file when that directory is writable, and later processes load it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import threading
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 
 def score_lists(
@@ -35,15 +40,20 @@ def score_lists(
     floors: np.ndarray,
     ivf_offsets: np.ndarray,
     row_docs: np.ndarray,
-    residuals: np.ndarray,
-    lut: np.ndarray,
+    stored: np.ndarray,
+    tables: np.ndarray,
     live: np.ndarray,
+    scales: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token-level scores from the probed lists: per document, ``sum_t max(best_t(d) - floors[t], 0)``.
 
     ``best_t(d)`` is the best score of token ``t`` over the document's rows in the token's probed
-    lists; a row's score is its centroid's score plus its residual's, ``lut[t, j, residuals[row, j]]``
-    summed over the row's residual bytes ``j`` (no residual bytes: the centroid's score alone).
+    lists. A row's score depends on how rows are stored:
+
+    - residual bytes (uint8, ``(rows, B)``, ``B`` may be 0): its centroid's score plus its residual's,
+      ``tables[t, j, stored[row, j]]`` summed over the row's bytes ``j``;
+    - float16 or int8 vectors (``(rows, dim)``, int8 times ``scales[row]``): exactly the dot product
+      of the token, ``tables[t]``, with the row (its centroid's score is not used).
 
     The work is proportional to the rows read: per-document scores live in this thread's scratch
     arrays (:func:`_scratch`), and only the documents a token's rows touched are visited after it
@@ -57,9 +67,11 @@ def score_lists(
         ivf_offsets: ``(C + 1,)`` int64: centroid ``c``'s rows are the stored rows
             ``ivf_offsets[c] .. ivf_offsets[c + 1] - 1``.
         row_docs: ``(rows,)`` uint16 document of each stored row.
-        residuals: ``(rows, B)`` uint8 packed residual bytes of each stored row (``B`` may be 0).
-        lut: ``(T, B, 256)`` float32 score of every byte value at every byte position, per token.
+        stored: What each stored row holds: uint8 residual bytes, or float16 / int8 vectors.
+        tables: Per token, for residual bytes ``(T, B, 256)`` float32, the score of every byte value at
+            every byte position; for vectors ``(T, dim)`` float32, the token itself.
         live: ``(count,)`` bool, False for deleted documents.
+        scales: ``(rows,)`` float32 scale of each int8 row (int8 only).
 
     Returns:
         ``(found, gains)``: int32 positions of the live documents found (some token scored them above
@@ -73,15 +85,30 @@ def score_lists(
         ...     np.zeros((3, 0), np.uint8), np.zeros((1, 0, 256), np.float32), np.ones(2, bool))
         >>> found.tolist(), gains.tolist()
         ([0, 1], [0.4000000059604645, 0.15000000596046448])
+        >>> vectors = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], np.float16)  # the same lists, scored exactly
+        >>> found, gains = score_lists(np.array([[1, 0]]), np.array([[0.5, 0.25]], np.float32),
+        ...     np.array([0.1], np.float32), np.array([0, 1, 3]), np.array([1, 0, 0], np.uint16),
+        ...     vectors, np.array([[0.8, 0.2]], np.float32), np.ones(2, bool))
+        >>> found.tolist(), [round(g, 6) for g in gains.tolist()]
+        ([0, 1], [0.4, 0.7])
     """
-    kernel = _compiled(residuals.shape[1])
+    if stored.dtype == np.uint8:
+        kernel = _compiled("residual", stored.shape[1])
+        tables = tables.reshape(len(tables), -1)
+    elif stored.dtype == np.float16:
+        kernel, stored = _compiled("float16"), stored.view(np.uint16)
+    elif stored.dtype == np.int8:
+        kernel = _compiled("int8")
+    else:
+        raise TypeError(f"rows stored as {stored.dtype} cannot be scored")
+    scales = _NO_SCALES if scales is None else scales
     scratch = _scratch(len(live))
-    flat_lut = lut.reshape(len(lut), -1)
-    return kernel(cells, cell_scores, floors, ivf_offsets, row_docs, residuals, flat_lut, live, *scratch)
+    return kernel(cells, cell_scores, floors, ivf_offsets, row_docs, stored, scales, tables, live, *scratch)
 
 
 DENSE_BELOW = 16  # a token that touched more than 1 / DENSE_BELOW of a segment's documents takes a dense pass
 _UNSEEN = np.float32(-3.0e38)  # a document's best score before the current token reaches it
+_NO_SCALES = np.zeros(0, np.float32)
 _thread_scratch = threading.local()
 
 
@@ -103,40 +130,95 @@ def _scratch(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return arrays
 
 
-@functools.cache
-def _compiled(width: int):
-    """The compiled :func:`score_lists` for rows of ``width`` residual bytes (``lut`` flat: ``(T, width * 256)``)."""
+@intrinsic
+def _widen(typingctx, bits):
+    """The float32 value of a float16's bits (uint16), by LLVM's conversion (one instruction with F16C)."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+# the dot products may sum in any order, so that LLVM vectorizes them
+_DOT_MATH = {"nsz", "arcp", "contract", "reassoc"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_DOT_MATH)
+def _float16_row_score(stored, table, row):
+    """A float16 row's exact score (its bits in ``stored``): its dot product with the token ``table``."""
+    values = stored[row]
+    total = np.float32(0.0)
+    for j in range(len(table)):
+        total += _widen(values[j]) * table[j]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_DOT_MATH)
+def _int8_row_score(stored, scales, table, row):
+    """An int8 row's exact score: its dot product with the token ``table``, times the row's scale."""
+    values = stored[row]
+    total = np.float32(0.0)
+    for j in range(len(table)):
+        total += np.float32(values[j]) * table[j]
+    return total * scales[row]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"nsz", "arcp", "contract"})
+def _residual_row_score(stored, table, row, width):
+    """A residual row's score less its centroid's: the lookups of its ``width`` bytes in ``table`` (flat).
+    Inlined where ``width`` is a constant, so the loop unrolls."""
+    packed = stored[row]
     quads = width // 4
+    s0 = s1 = s2 = s3 = np.float32(0.0)  # four independent sums of lookups
+    for quad in range(quads):
+        at = 1024 * quad  # the table of byte 4 * quad
+        s0 += table[at + packed[4 * quad]]
+        s1 += table[at + 256 + packed[4 * quad + 1]]
+        s2 += table[at + 512 + packed[4 * quad + 2]]
+        s3 += table[at + 768 + packed[4 * quad + 3]]
+    for byte in range(4 * quads, width):
+        s0 += table[256 * byte + packed[byte]]
+    return (s0 + s1) + (s2 + s3)
+
+
+_STORING = {"residual": 0, "float16": 1, "int8": 2}
+
+
+@functools.cache
+def _compiled(storing: str, width: int = 0):
+    """The compiled :func:`score_lists` for rows stored as ``storing`` ("residual" bytes of ``width``,
+    "float16" or "int8" vectors); ``tables`` flat: ``(T, width * 256)`` or ``(T, dim)``. ``kind`` and
+    ``width`` are constants of the compiled code: numba drops the branches of the other kinds."""
+    kind = _STORING[storing]
 
     @numba.njit(cache=True, nogil=True, fastmath={"nsz", "arcp", "contract"})
-    def score_lists_of_width(
-        cells, cell_scores, floors, ivf_offsets, row_docs, residuals, lut, live, best, gains, touched, found
+    def score_lists_of(
+        cells, cell_scores, floors, ivf_offsets, row_docs, stored, scales, tables, live, best, gains, touched, found
     ):
         unseen = np.float32(-3.0e38)
         count, found_count, dense = len(live), 0, False
         for token in range(cells.shape[0]):
-            table = lut[token]
+            table = tables[token]
             seen = 0  # documents this token's rows touched so far, listed in touched[:seen]
             for j in range(cells.shape[1]):
                 cell, cell_score = cells[token, j], cell_scores[token, j]
                 if cell < 0:  # the token probes fewer lists than the widest
                     break
                 for row in range(ivf_offsets[cell], ivf_offsets[cell + 1]):
-                    packed = residuals[row]
-                    s0 = s1 = s2 = s3 = np.float32(0.0)  # four independent sums of lookups
-                    for quad in range(quads):
-                        at = 1024 * quad  # the table of byte 4 * quad
-                        s0 += table[at + packed[4 * quad]]
-                        s1 += table[at + 256 + packed[4 * quad + 1]]
-                        s2 += table[at + 512 + packed[4 * quad + 2]]
-                        s3 += table[at + 768 + packed[4 * quad + 3]]
-                    for byte in range(4 * quads, width):
-                        s0 += table[256 * byte + packed[byte]]
+                    if kind == 1:
+                        score = _float16_row_score(stored, table, row)
+                    elif kind == 2:
+                        score = _int8_row_score(stored, scales, table, row)
+                    else:
+                        score = cell_score + _residual_row_score(stored, table, row, width)
                     document = row_docs[row]
                     previous = best[document]
                     touched[seen] = document  # kept (seen advances) only on the document's first row
                     seen += previous == unseen
-                    best[document] = max(previous, cell_score + ((s0 + s1) + (s2 + s3)))
+                    best[document] = max(previous, score)
             floor = floors[token]
             if seen * DENSE_BELOW > count:  # touched documents are many: one sequential pass is cheaper
                 dense = True
@@ -168,7 +250,7 @@ def _compiled(width: int):
             gains[document] = 0.0
         return documents[:size], document_gains[:size]
 
-    return score_lists_of_width
+    return score_lists_of
 
 
 ROW_BLOCK = 64  # rows per entry of a segment's row-block table (see row_block_cells)

@@ -8,8 +8,9 @@ bounded by a chunk of rows, not the corpus.
   the sum per query.
 - :func:`candidate_topk` follows WARP (Scheerer et al., 2025) on latepool's segments: each query
   token reads the inverted lists of its ``nprobe`` most similar centroids (contiguous runs of rows,
-  since segments store vectors grouped by centroid) and scores every row there from its centroid
-  score plus its residual bytes through a per-query lookup table, without decoding it; a document
+  since segments store vectors grouped by centroid) and scores every row there: a residual row from
+  its centroid score plus its residual bytes through a per-query lookup table, without decoding it;
+  a float16 or int8 row exactly, from its stored values (it has no residual to look up); a document
   sums, per token, its best row, or the token's best unprobed centroid score where the token did
   not find it. The best ``rescore`` documents are decoded and scored exactly. Its work grows
   with the probed lists and the candidates, not with the index. (PLAID's centroid interaction,
@@ -31,7 +32,6 @@ from torch import Tensor
 from latepool.index.codec import Codec
 from latepool.index.kernels import row_group_maxima, score_lists
 from latepool.index.storage import Segment, decode_values, document_rows
-from latepool.options import RESIDUAL_BITS
 
 DEFAULT_CHUNK_ROWS = 32768
 
@@ -259,13 +259,14 @@ class _Probe:
     cells: np.ndarray
     cell_scores: np.ndarray
     floors: np.ndarray
-    lut: np.ndarray
+    tables: np.ndarray  # residual lookup tables, or the tokens themselves where rows are scored exactly
 
 
 def _probe(codec: Codec, query: Tensor, nprobe: int) -> tuple[_Probe, float]:
     """The probe of one query: its representative tokens (see :func:`merge_tokens`), their probed centroids
-    (:func:`probe_counts` of them each) and scores, floors and lookup table, each scaled by how many tokens
-    the representative stands for; and the score of a document no token finds (the sum of the floors)."""
+    (:func:`probe_counts` of them each) and scores, floors and tables (the residual lookup table with
+    residual bits, else the tokens, whose rows are scored exactly), each scaled by how many tokens the
+    representative stands for; and the score of a document no token finds (the sum of the floors)."""
     representatives, weights = merge_tokens(query)
     tokens = query[representatives]
     centroid_scores = tokens @ codec.centroids.T  # (representatives, C)
@@ -283,9 +284,17 @@ def _probe(codec: Codec, query: Tensor, nprobe: int) -> tuple[_Probe, float]:
         torch.where(probed, nearest.indices[:, :width], -1).numpy(),
         (nearest.values[:, :width] * weights[:, None]).numpy(),
         (floors * weights).numpy(),
-        residual_table(codec, tokens) * weights.numpy()[:, None, None],
+        _tables(codec, tokens, weights),
     )
     return probe, float((floors * weights).sum())
+
+
+def _tables(codec: Codec, tokens: Tensor, weights: Tensor) -> np.ndarray:
+    """What :func:`~latepool.index.kernels.score_lists` scores the probed rows with, times each token's
+    weight: the residual lookup tables ``(T, B, 256)`` with residual bits, else the tokens ``(T, dim)``."""
+    if codec.bits:
+        return residual_table(codec, tokens) * weights.numpy()[:, None, None]
+    return np.ascontiguousarray((tokens.float() * weights[:, None]).numpy())
 
 
 PROBE_WEIGHT_POWER = 0.75
@@ -379,16 +388,16 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | No
     """The live documents of one segment found by the probe and their stage-1 scores: all, ascending, or
     only the ``keep`` best, unordered. The best ``keep`` of all segments are among the best ``keep`` of each."""
     segment = view.segment
-    residuals = np.asarray(segment.values) if segment.dtype in RESIDUAL_BITS else np.zeros((segment.rows, 0), np.uint8)
     found, gains = score_lists(
         probe.cells,
         probe.cell_scores,
         probe.floors,
         segment.ivf_offsets,
         np.asarray(segment.row_docs),
-        residuals,
-        probe.lut,
+        np.asarray(segment.values),  # residual bytes, or float16 / int8 vectors
+        probe.tables,
         view.live,
+        None if segment.scales is None else np.asarray(segment.scales),
     )
     if keep is not None and len(found) > keep:  # the best keep, in no particular order
         best = np.argpartition(gains, len(found) - keep)[len(found) - keep :]
