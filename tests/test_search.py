@@ -10,10 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import latepool.index.index as index_class_module
 import latepool.index.search as search_module
 import latepool.index.writer as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
+from latepool.index.index import WHOLE_VECTOR_PROBES, default_search
 from latepool.index.kernels import DENSE_BELOW, row_block_cells, row_cells
 from latepool.index.search import (
     SegmentView,
@@ -394,3 +396,23 @@ def test_probe_scores_follow_their_definition_whether_a_token_touches_few_docume
     assert found.tolist() == expected.tolist()
     assert scores.numpy() == pytest.approx(gains[expected] + base, abs=1e-4)
     assert (0 < len(found) < live.sum()) if nprobe == 1 else len(found) == live.sum()
+
+
+@pytest.mark.parametrize(
+    "dtype,probes", [("residual2", 1), ("float16", WHOLE_VECTOR_PROBES), ("int8", WHOLE_VECTOR_PROBES)]
+)
+def test_whole_vector_indexes_probe_more_lists_by_default(tmp_path: Path, dtype: str, probes: int) -> None:
+    documents = documents_of(clustered_vectors(400), seed=4)
+    ids = [f"d{i}" for i in range(len(documents))]
+    index = Index.from_documents(tmp_path / "idx", ids, documents, {**SETTINGS, "dtype": dtype})
+    asked = []
+
+    def recorded(views, codec, queries, k, nprobe, *args):
+        asked.append(nprobe)
+        return candidate_topk(views, codec, queries, k, nprobe, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(index_class_module, "candidate_topk", recorded)
+        index.search_embeddings([clustered_vectors(4, seed=8)], 5, candidates=True)
+    centroids = len(index._snapshot.codec.centroids)
+    assert asked == [default_search(centroids, len(ids)).nprobe * probes]

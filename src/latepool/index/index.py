@@ -36,13 +36,14 @@ from latepool.index.search import candidate_topk, exact_topk
 from latepool.index.snapshot import Snapshot, open_snapshot, refreshed
 from latepool.index.storage import MAX_SEGMENT_DOCUMENTS
 from latepool.memory import release_freed_memory
-from latepool.options import DTYPES, POOL_METHODS
+from latepool.options import DTYPES, POOL_METHODS, RESIDUAL_BITS
 from latepool.pooling import pool_corpus
 
 if TYPE_CHECKING:
     from sentence_transformers import MultiVectorEncoder
 
 MIN_NPROBE = 64  # centroids probed per query token by the candidate stage, at least (see default_search)
+WHOLE_VECTOR_PROBES = 8  # a float16 / int8 index probes this many times more lists (see default_search)
 MIN_RESCORE = 256  # candidates scored exactly per query first (see default_search)
 MIN_RESCORE_LIMIT = 2048  # candidates the stopping rule may score exactly, at least (see default_search)
 RESCORE_LIMIT_PER_THOUSAND = 4  # and per thousand documents
@@ -375,7 +376,8 @@ class Index:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
         centroids = len(snapshot.codec.centroids) if snapshot.codec is not None else 0
-        defaults = default_search(centroids, snapshot.manifest["document_count"])
+        whole_vectors = snapshot.manifest["dtype"] not in RESIDUAL_BITS
+        defaults = default_search(centroids, snapshot.manifest["document_count"], whole_vectors)
         nprobe = defaults.nprobe if nprobe is None else nprobe
         rescore = defaults.rescore if rescore is None else rescore
         rescore_limit = defaults.rescore_limit if rescore_limit is None else rescore_limit
@@ -465,11 +467,14 @@ class SearchDefaults(NamedTuple):
     rescore_limit: int
 
 
-def default_search(centroids: int, documents: int) -> SearchDefaults:
+def default_search(centroids: int, documents: int, whole_vectors: bool = False) -> SearchDefaults:
     """The candidate stage's ``(nprobe, rescore, rescore_limit)`` when the caller gives none.
 
     ``nprobe`` is 3 per 2,048 centroids, at least :data:`MIN_NPROBE`: a larger index has more
-    centroids, each list holding about the same number of rows. ``rescore`` (scored exactly first)
+    centroids, each list holding about the same number of rows. An index of whole vectors (float16,
+    int8) probes :data:`WHOLE_VECTOR_PROBES` times more: its rows are scored exactly, and the rows
+    that decide its exact top k lie farther down each token's centroid order than the rows of a
+    residual index, which are decoded around their centroid. ``rescore`` (scored exactly first)
     is :data:`MIN_RESCORE`, and the stopping rule scores more where candidates could still enter the
     top k, up to ``rescore_limit``: :data:`RESCORE_LIMIT_PER_THOUSAND` per thousand documents, at
     least :data:`MIN_RESCORE_LIMIT`, since a larger index has more documents that tie near the top.
@@ -481,9 +486,12 @@ def default_search(centroids: int, documents: int) -> SearchDefaults:
         SearchDefaults(nprobe=64, rescore=256, rescore_limit=2048)
         >>> default_search(65536, 1_000_000)
         SearchDefaults(nprobe=96, rescore=256, rescore_limit=4000)
+        >>> default_search(32768, 100_000, whole_vectors=True)
+        SearchDefaults(nprobe=512, rescore=256, rescore_limit=2048)
     """
     limit = max(MIN_RESCORE_LIMIT, documents * RESCORE_LIMIT_PER_THOUSAND // 1000)
-    return SearchDefaults(max(MIN_NPROBE, centroids * 3 // 2048), MIN_RESCORE, limit)
+    nprobe = max(MIN_NPROBE, centroids * 3 // 2048) * (WHOLE_VECTOR_PROBES if whole_vectors else 1)
+    return SearchDefaults(nprobe, MIN_RESCORE, limit)
 
 
 def encode_and_pool(
