@@ -16,7 +16,7 @@ import latepool.index.writer as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
 from latepool.index.index import WHOLE_VECTOR_PROBES, default_search
-from latepool.index.kernels import DENSE_BELOW, row_block_cells, row_cells
+from latepool.index.kernels import DENSE_BELOW, row_block_cells, row_cells, score_lists
 from latepool.index.search import (
     SegmentView,
     _keep,
@@ -416,3 +416,23 @@ def test_whole_vector_indexes_probe_more_lists_by_default(tmp_path: Path, dtype:
         index.search_embeddings([clustered_vectors(4, seed=8)], 5, candidates=True)
     centroids = len(index._snapshot.codec.centroids)
     assert asked == [default_search(centroids, len(ids)).nprobe * probes]
+
+
+def test_float16_rows_score_as_their_exact_float32_values_subnormals_and_signs_included() -> None:
+    values = np.array([6e-8, -6e-8, 1e-5, -0.0, 0.5, -2.0, 65504.0, 3.0e-5], np.float16)  # 6e-8 is subnormal
+    rows = np.diag(values)  # row i: values[i] at position i, one document per row
+    token = np.array([[2.0**24, 2.0**24, 2.0**14, 1, 1, 1, 2.0**-10, 2.0**12]], np.float32)  # exact scalings
+    found, gains = score_lists(
+        np.array([[0]]),
+        np.zeros((1, 1), np.float32),
+        np.array([-100.0], np.float32),  # every document gains its score above the floor
+        np.array([0, len(rows)]),
+        np.arange(len(rows), dtype=np.uint16),
+        rows,
+        token,
+        np.ones(len(rows), dtype=bool),
+    )
+    expected = values.astype(np.float64) * token[0] + 100.0
+    assert found.tolist() == list(range(len(rows)))
+    assert gains.tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+    assert expected[0] - 100.0 > 0.9  # the subnormal counts (flushed to zero, the test would fail)
