@@ -15,7 +15,7 @@ import latepool.index.search as search_module
 import latepool.index.writer as index_module
 from latepool.index import Index
 from latepool.index.codec import CentroidGroups, Codec, assign, train_centroids
-from latepool.index.index import WHOLE_VECTOR_PROBES, default_search
+from latepool.index.index import MIN_RESCORE, RESCORE_VECTORS, WHOLE_VECTOR_PROBES, default_search
 from latepool.index.kernels import DENSE_BELOW, row_block_cells, row_cells, score_lists
 from latepool.index.search import (
     SegmentView,
@@ -401,21 +401,27 @@ def test_probe_scores_follow_their_definition_whether_a_token_touches_few_docume
 @pytest.mark.parametrize(
     "dtype,probes", [("residual2", 1), ("float16", WHOLE_VECTOR_PROBES), ("int8", WHOLE_VECTOR_PROBES)]
 )
-def test_whole_vector_indexes_probe_more_lists_by_default(tmp_path: Path, dtype: str, probes: int) -> None:
-    documents = documents_of(clustered_vectors(400), seed=4)
+def test_default_probes_follow_the_dtype_and_the_first_rescoring_the_vectors(
+    tmp_path: Path, dtype: str, probes: int
+) -> None:
+    vectors = clustered_vectors(400)
+    documents = documents_of(vectors, seed=4)  # 1-9 vectors each: short documents
     ids = [f"d{i}" for i in range(len(documents))]
     index = Index.from_documents(tmp_path / "idx", ids, documents, {**SETTINGS, "dtype": dtype})
     asked = []
 
-    def recorded(views, codec, queries, k, nprobe, *args):
-        asked.append(nprobe)
-        return candidate_topk(views, codec, queries, k, nprobe, *args)
+    def recorded(views, codec, queries, k, nprobe, rescore, *args):
+        asked.append((nprobe, rescore))
+        return candidate_topk(views, codec, queries, k, nprobe, rescore, *args)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(index_class_module, "candidate_topk", recorded)
         index.search_embeddings([clustered_vectors(4, seed=8)], 5, candidates=True)
-    centroids = len(index._snapshot.codec.centroids)
-    assert asked == [default_search(centroids, len(ids)).nprobe * probes]
+    plain = default_search(len(index._snapshot.codec.centroids), len(ids))
+    nprobe, rescore = asked[0]
+    assert nprobe == plain.nprobe * probes
+    # as many documents as hold RESCORE_VECTORS of the index's vectors, more than the 256 of long documents
+    assert rescore == RESCORE_VECTORS * len(ids) // len(vectors) > plain.rescore == MIN_RESCORE
 
 
 def test_float16_rows_score_as_their_exact_float32_values_subnormals_and_signs_included() -> None:

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 MIN_NPROBE = 64  # centroids probed per query token by the candidate stage, at least (see default_search)
 WHOLE_VECTOR_PROBES = 8  # a float16 / int8 index probes this many times more lists (see default_search)
-MIN_RESCORE = 256  # candidates scored exactly per query first (see default_search)
+MIN_RESCORE = 256  # candidates scored exactly per query first, at least (see default_search)
+RESCORE_VECTORS = 16384  # and about this many stored vectors (see default_search)
 MIN_RESCORE_LIMIT = 2048  # candidates the stopping rule may score exactly, at least (see default_search)
 RESCORE_LIMIT_PER_THOUSAND = 4  # and per thousand documents
 EXACT_BELOW_VECTORS = 200_000  # below this many live vectors the default search is the exact scan
@@ -377,7 +378,8 @@ class Index:
         snapshot = self._snapshot  # one consistent state for the whole call
         centroids = len(snapshot.codec.centroids) if snapshot.codec is not None else 0
         whole_vectors = snapshot.manifest["dtype"] not in RESIDUAL_BITS
-        defaults = default_search(centroids, snapshot.manifest["document_count"], whole_vectors)
+        manifest = snapshot.manifest
+        defaults = default_search(centroids, manifest["document_count"], whole_vectors, manifest["vector_count"])
         nprobe = defaults.nprobe if nprobe is None else nprobe
         rescore = defaults.rescore if rescore is None else rescore
         rescore_limit = defaults.rescore_limit if rescore_limit is None else rescore_limit
@@ -467,7 +469,9 @@ class SearchDefaults(NamedTuple):
     rescore_limit: int
 
 
-def default_search(centroids: int, documents: int, whole_vectors: bool = False) -> SearchDefaults:
+def default_search(
+    centroids: int, documents: int, whole_vectors: bool = False, vectors: int | None = None
+) -> SearchDefaults:
     """The candidate stage's ``(nprobe, rescore, rescore_limit)`` when the caller gives none.
 
     ``nprobe`` is 3 per 2,048 centroids, at least :data:`MIN_NPROBE`: a larger index has more
@@ -475,9 +479,12 @@ def default_search(centroids: int, documents: int, whole_vectors: bool = False) 
     int8) probes :data:`WHOLE_VECTOR_PROBES` times more: its rows are scored exactly, and the rows
     that decide its exact top k lie farther down each token's centroid order than the rows of a
     residual index, which are decoded around their centroid. ``rescore`` (scored exactly first)
-    is :data:`MIN_RESCORE`, and the stopping rule scores more where candidates could still enter the
-    top k, up to ``rescore_limit``: :data:`RESCORE_LIMIT_PER_THOUSAND` per thousand documents, at
-    least :data:`MIN_RESCORE_LIMIT`, since a larger index has more documents that tie near the top.
+    is :data:`MIN_RESCORE` documents, or more where documents are short: as many as hold about
+    :data:`RESCORE_VECTORS` stored vectors (``vectors`` in all, when given), since rescoring costs
+    by the vector and short documents (chunks) tie in larger numbers. Then the stopping rule scores
+    more where candidates could still enter the top k, up to ``rescore_limit``:
+    :data:`RESCORE_LIMIT_PER_THOUSAND` per thousand documents, at least :data:`MIN_RESCORE_LIMIT` (and
+    ``rescore``), since a larger index has more documents that tie near the top.
     The rates were chosen on ``benchmarks/search_scale.py``'s proxies (the README's scale table).
 
     Example::
@@ -488,10 +495,13 @@ def default_search(centroids: int, documents: int, whole_vectors: bool = False) 
         SearchDefaults(nprobe=96, rescore=256, rescore_limit=4000)
         >>> default_search(32768, 100_000, whole_vectors=True)
         SearchDefaults(nprobe=512, rescore=256, rescore_limit=2048)
+        >>> default_search(65536, 1_000_000, vectors=16_000_000)  # 16 vectors per document
+        SearchDefaults(nprobe=96, rescore=1024, rescore_limit=4000)
     """
     limit = max(MIN_RESCORE_LIMIT, documents * RESCORE_LIMIT_PER_THOUSAND // 1000)
     nprobe = max(MIN_NPROBE, centroids * 3 // 2048) * (WHOLE_VECTOR_PROBES if whole_vectors else 1)
-    return SearchDefaults(nprobe, MIN_RESCORE, limit)
+    rescore = max(MIN_RESCORE, RESCORE_VECTORS * documents // vectors) if vectors else MIN_RESCORE
+    return SearchDefaults(nprobe, rescore, max(limit, rescore))
 
 
 def encode_and_pool(
