@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rescore",
         type=int,
         default=None,
-        help="Candidates scored exactly per query first (candidates; default: 256).",
+        help="Candidates scored exactly per query first (candidates; default: 256, or as many documents as hold "
+        "about 16,384 vectors where documents are short).",
     )
     parser.add_argument(
         "--rescore-limit",
