@@ -377,8 +377,8 @@ class Index:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
         centroids = len(snapshot.codec.centroids) if snapshot.codec is not None else 0
-        whole_vectors = snapshot.manifest["dtype"] not in RESIDUAL_BITS
         manifest = snapshot.manifest
+        whole_vectors = manifest["dtype"] not in RESIDUAL_BITS
         defaults = default_search(centroids, manifest["document_count"], whole_vectors, manifest["vector_count"])
         nprobe = defaults.nprobe if nprobe is None else nprobe
         rescore = defaults.rescore if rescore is None else rescore
