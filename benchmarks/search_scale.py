@@ -42,8 +42,7 @@ import torch
 from latepool.data import load_dataset
 from latepool.evaluation.metrics import mean_metrics
 from latepool.index import Hit, Index
-from latepool.index.index import default_search
-from latepool.options import DEFAULT_CACHE_DIR, RESIDUAL_BITS
+from latepool.options import DEFAULT_CACHE_DIR
 from latepool.pooling import pool_corpus
 from latepool.scoring import PackedDocuments, maxsim_topk
 
@@ -385,8 +384,7 @@ DEEP_SEARCH = {"nprobe": 1024, "rescore": 16384, "rescore_limit": 0}
 def previous_default(index: Index) -> dict[str, int]:
     """The candidate stage's defaults before the stopping rule: 1.2 documents per thousand rescored, at
     least 256, and no rule (measured side by side with today's defaults)."""
-    defaults = default_search(len(index.codec.centroids), len(index), index.manifest["dtype"] not in RESIDUAL_BITS)
-    return {"nprobe": defaults.nprobe, "rescore": max(256, len(index) * 3 // 2500), "rescore_limit": 0}
+    return {"nprobe": index.search_defaults().nprobe, "rescore": max(256, len(index) * 3 // 2500), "rescore_limit": 0}
 
 
 def profiled(index: Index, queries: list[torch.Tensor]) -> dict[str, float]:

@@ -364,6 +364,10 @@ class Index:
         """Query texts as the index searches them: ``(len, dim)`` float32 tensors on the CPU, never pooled."""
         return [e.float().cpu() for e in self.model().encode_query(queries, convert_to_numpy=False)]
 
+    def search_defaults(self) -> SearchDefaults:
+        """The candidate stage's settings a search without them uses (see :func:`default_search`)."""
+        return _search_defaults(self._snapshot)
+
     def search_embeddings(
         self,
         queries: list[Tensor],
@@ -376,10 +380,7 @@ class Index:
     ) -> list[list[Hit]]:
         """:meth:`search` for already encoded ``(len_i, dim)`` queries."""
         snapshot = self._snapshot  # one consistent state for the whole call
-        centroids = len(snapshot.codec.centroids) if snapshot.codec is not None else 0
-        manifest = snapshot.manifest
-        whole_vectors = manifest["dtype"] not in RESIDUAL_BITS
-        defaults = default_search(centroids, manifest["document_count"], whole_vectors, manifest["vector_count"])
+        defaults = _search_defaults(snapshot)
         nprobe = defaults.nprobe if nprobe is None else nprobe
         rescore = defaults.rescore if rescore is None else rescore
         rescore_limit = defaults.rescore_limit if rescore_limit is None else rescore_limit
@@ -502,6 +503,14 @@ def default_search(
     nprobe = max(MIN_NPROBE, centroids * 3 // 2048) * (WHOLE_VECTOR_PROBES if whole_vectors else 1)
     rescore = max(MIN_RESCORE, RESCORE_VECTORS * documents // vectors) if vectors else MIN_RESCORE
     return SearchDefaults(nprobe, rescore, max(limit, rescore))
+
+
+def _search_defaults(snapshot: Snapshot) -> SearchDefaults:
+    """:func:`default_search` for an index's state: its centroids, documents, dtype and vectors."""
+    manifest = snapshot.manifest
+    centroids = len(snapshot.codec.centroids) if snapshot.codec is not None else 0
+    whole_vectors = manifest["dtype"] not in RESIDUAL_BITS
+    return default_search(centroids, manifest["document_count"], whole_vectors, manifest["vector_count"])
 
 
 def encode_and_pool(

@@ -385,11 +385,8 @@ class QdrantCollection(_Points):
 
     def count(self) -> int:
         """Documents in the collection."""
-        from qdrant_client import models
-
         with _reaching():
-            documents = models.Filter(must=[models.HasVectorCondition(has_vector=MULTIVECTOR)])
-            return int(self.client.count(self.collection, count_filter=documents, exact=True).count)
+            return int(self.client.count(self.collection, count_filter=_document_points(), exact=True).count)
 
     def _upsert(self, points) -> None:
         from qdrant_client import models
@@ -409,11 +406,8 @@ class QdrantCollection(_Points):
         return {str(r.id): int((r.payload or {}).get(VECTORS, 0)) for r in records}
 
     def _document_page(self, offset):
-        from qdrant_client import models
-
-        documents = models.Filter(must=[models.HasVectorCondition(has_vector=MULTIVECTOR)])
         return self.client.scroll(
-            self.collection, scroll_filter=documents, limit=1024, offset=offset, with_payload=[FINGERPRINT]
+            self.collection, scroll_filter=_document_points(), limit=1024, offset=offset, with_payload=[FINGERPRINT]
         )
 
     def _nearest_documents(self, tokens, limit):
@@ -441,6 +435,13 @@ class QdrantCollection(_Points):
             search_params=models.SearchParams(exact=True) if among is None else None,
         )
         return [Hit(point.payload["doc_id"], float(point.score)) for point in response.points]
+
+
+def _document_points():
+    """The qdrant-client filter that keeps document points (the ones with ``colbert``), not vector points."""
+    from qdrant_client import models
+
+    return models.Filter(must=[models.HasVectorCondition(has_vector=MULTIVECTOR)])
 
 
 @contextlib.contextmanager
