@@ -363,13 +363,13 @@ def test_the_stopping_rule_scores_more_only_where_candidates_could_still_enter(t
     assert sum(rescored) < len(queries) * 40
 
 
-# ~1,200 documents in 256 lists: a token reading one list touches under 1/16 of the documents (the kernel's
-# sparse pass, kernels.DENSE_BELOW), one reading all 256 touches every one (the dense pass)
-@pytest.mark.parametrize("nprobe", [1, 256])
+# ~2,400 documents in 1,024 lists: a token reading one list touches under 1/64 of the documents (the kernel's
+# sparse pass, kernels.DENSE_BELOW), one reading all 1,024 touches every one (the dense pass)
+@pytest.mark.parametrize("nprobe", [1, 1024])
 def test_probe_scores_follow_their_definition_whether_a_token_touches_few_documents_or_many(
     tmp_path: Path, nprobe: int
 ) -> None:
-    codec, segment = coded_segment(tmp_path, seed=5, vectors=6000, centroids=256)
+    codec, segment = coded_segment(tmp_path, seed=5, vectors=12000, centroids=1024)
     live = np.ones(segment.count, dtype=bool)
     live[::7] = False
     query = clustered_vectors(6, seed=9)

@@ -15,7 +15,9 @@ a branch) the first time the token touches it; after each token, a pass over the
 touched adds their gains and resets their scores (one sequential pass over the segment instead, when
 they are more than 1 / DENSE_BELOW of it: cheaper then than scattered reads), so the work follows
 the rows read, not the size of the segment. A document counts as found when some token lifts it
-above that token's floor, read from its gain.
+above that token's floor, read from its gain. The probed lists lie apart in the segment's map: while
+it scores one, the kernel asks for the start of a list further on (:func:`_prefetch`), so that
+list's first reads do not wait on memory.
 (``benchmarks/search_scale.py`` measures the whole search; the README says where the time goes.)
 
 The first call for a way of storing in a process compiles it (about a second); the machine code is
@@ -31,6 +33,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 
@@ -106,7 +109,9 @@ def score_lists(
     return kernel(cells, cell_scores, floors, ivf_offsets, row_docs, stored, scales, tables, live, *scratch)
 
 
-DENSE_BELOW = 16  # a token that touched more than 1 / DENSE_BELOW of a segment's documents takes a dense pass
+DENSE_BELOW = 64  # a token that touched more than 1 / DENSE_BELOW of a segment's documents takes a dense pass
+PREFETCH_AHEAD = 2  # the probe asks for the rows of the list this many lists ahead (and the offsets of twice as far)
+PREFETCH_LINES = 4  # cache lines of that list's stored rows asked for (the hardware prefetcher follows the rest)
 _UNSEEN = np.float32(-3.0e38)  # a document's best score before the current token reaches it
 _NO_SCALES = np.zeros(0, np.float32)
 _thread_scratch = threading.local()
@@ -140,6 +145,27 @@ def _widen(typingctx, bits):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
 
     return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, index, offset):
+    """Ask the CPU to bring the byte ``offset`` bytes past the start of ``array[index]`` into cache,
+    without waiting for it (LLVM's prefetch, which never faults: an address past the array is harmless)."""
+    if not isinstance(array, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, value=args[0])
+        stride = cgutils.unpack_tuple(builder, data.strides, signature.args[0].ndim)[0]
+        start = builder.bitcast(data.data, ir.IntType(8).as_pointer())
+        address = builder.gep(start, [builder.add(builder.mul(args[1], stride), args[2])])
+        int32 = ir.IntType(32)
+        prototype = ir.FunctionType(ir.VoidType(), [address.type, int32, int32, int32])
+        function = cgutils.get_or_insert_function(builder.module, prototype, "llvm.prefetch.p0i8")
+        builder.call(function, [address, int32(0), int32(3), int32(1)])  # a read, kept in every cache level, data
+        return context.get_dummy_value()
+
+    return types.void(array, types.int64, types.int64), codegen
 
 
 # the dot products may sum in any order, so that LLVM vectorizes them
@@ -184,6 +210,21 @@ def _residual_row_score(stored, table, row, width):
     return (s0 + s1) + (s2 + s3)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_list(cells, j, ivf_offsets, row_docs, stored):
+    """Ask for the start of the list :data:`PREFETCH_AHEAD` after list ``j`` of a token's ``cells`` (its first
+    rows' bytes and documents) and for the offsets of the list twice as far: lists lie apart in the map,
+    so without it each list's first reads wait on memory."""
+    ahead, far = j + PREFETCH_AHEAD, j + 2 * PREFETCH_AHEAD
+    if ahead < len(cells) and cells[ahead] >= 0:
+        first = ivf_offsets[cells[ahead]]
+        for line in range(PREFETCH_LINES):
+            _prefetch(stored, first, 64 * line)
+        _prefetch(row_docs, first, 0)
+    if far < len(cells) and cells[far] >= 0:
+        _prefetch(ivf_offsets, cells[far], 0)
+
+
 _STORING = {"residual": 0, "float16": 1, "int8": 2}
 
 
@@ -207,6 +248,7 @@ def _compiled(storing: str, width: int = 0):
                 cell, cell_score = cells[token, j], cell_scores[token, j]
                 if cell < 0:  # the token probes fewer lists than the widest
                     break
+                _prefetch_list(cells[token], j, ivf_offsets, row_docs, stored)
                 for row in range(ivf_offsets[cell], ivf_offsets[cell + 1]):
                     if kind == 1:
                         score = _float16_row_score(stored, table, row)
