@@ -195,18 +195,13 @@ def _rescore_until_settled(
     """Exact scores of the best ``first`` candidates by stage-1 score, then of the next best in rounds, each
     at most as many as scored so far, while :func:`still_open` says one could enter the top k and the last
     round changed the top k (a round whose candidates all fell short says the next, ranked lower, would too)."""
-    kept = _keep(found, limit)  # with limit == first, the first round scores them all and none remain
-    stage1 = torch.cat([scores for _, _, scores in kept])
-    order = stage1.argsort(descending=True, stable=True)
-    stage1 = stage1[order]
-    lengths = torch.tensor([len(documents) for _, documents, _ in kept])
-    segment_of = torch.repeat_interleave(torch.arange(len(kept)), lengths)[order].numpy()
-    documents = np.concatenate([documents for _, documents, _ in kept])[order.numpy()]
+    # with limit == first, the first round scores them all and none remain
+    segment_of, documents, stage1 = _best_candidates(found, limit)
     exact, ordinals, done, top = [], [], 0, None
     size = min(first, len(stage1))
     while size:
         segments, group = segment_of[done : done + size], documents[done : done + size]
-        chosen = [(kept[s][0], group[segments == s]) for s in np.unique(segments).tolist()]
+        chosen = [(found[s][0], group[segments == s]) for s in np.unique(segments).tolist()]
         scores, group_ordinals = _exact_scores(chosen, codec, query, mapper)
         exact.append(scores)
         ordinals.append(group_ordinals)
@@ -406,22 +401,19 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | No
     return found[order].astype(np.int64), torch.from_numpy(gains[order] + base)
 
 
-def _keep(
+def _best_candidates(
     found: list[tuple[SegmentView, np.ndarray, Tensor]], count: int
-) -> list[tuple[SegmentView, np.ndarray, Tensor]]:
-    """The ``count`` best documents over all segments, by their current scores, still grouped by segment."""
-    scores = torch.cat([s for _, _, s in found])
-    if count >= len(scores):
-        return found
-    positions = scores.topk(count).indices.sort().values
-    kept, start = [], 0
-    for view, documents, segment_scores in found:
-        mine = positions[(positions >= start) & (positions < start + len(segment_scores))]
-        mine = mine - start
-        start += len(segment_scores)
-        if len(mine):
-            kept.append((view, documents[mine.numpy()], segment_scores[mine]))
-    return kept
+) -> tuple[np.ndarray, np.ndarray, Tensor]:
+    """The ``count`` best documents over all segments by stage-1 score, best first (ties in the order of
+    ``found``): each one's segment (its position in ``found``), its document there, and its score."""
+    scores = np.concatenate([segment_scores.numpy() for _, _, segment_scores in found])
+    segment_of = np.repeat(np.arange(len(found)), [len(documents) for _, documents, _ in found])
+    documents = np.concatenate([documents for _, documents, _ in found])
+    best = np.arange(len(scores))
+    if count < len(scores):  # a partial selection: sorting all candidates would cost more than scoring some
+        best = np.sort(np.argpartition(-scores, count - 1)[:count])
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return segment_of[best], documents[best], torch.from_numpy(scores[best])
 
 
 def _exact_scores(
