@@ -404,13 +404,13 @@ def _probe_segment(view: SegmentView, probe: _Probe, base: float, keep: int | No
 def _best_candidates(
     found: list[tuple[SegmentView, np.ndarray, Tensor]], count: int
 ) -> tuple[np.ndarray, np.ndarray, Tensor]:
-    """The ``count`` best documents over all segments by stage-1 score, best first (ties in the order of
-    ``found``): each one's segment (its position in ``found``), its document there, and its score."""
+    """The ``count`` best documents over all segments by stage-1 score, best first (equal scores in the order
+    of ``found``): each one's segment (its position in ``found``), its document there, and its score."""
     scores = np.concatenate([segment_scores.numpy() for _, _, segment_scores in found])
     segment_of = np.repeat(np.arange(len(found)), [len(documents) for _, documents, _ in found])
     documents = np.concatenate([documents for _, documents, _ in found])
     best = np.arange(len(scores))
-    if count < len(scores):  # a partial selection: sorting all candidates would cost more than scoring some
+    if count < len(scores):  # select first, sort only the selected: there can be hundreds of thousands
         best = np.sort(np.argpartition(-scores, count - 1)[:count])
     best = best[np.argsort(-scores[best], kind="stable")]
     return segment_of[best], documents[best], torch.from_numpy(scores[best])
