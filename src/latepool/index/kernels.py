@@ -242,13 +242,13 @@ def _compiled(storing: str, width: int = 0):
         unseen = np.float32(-3.0e38)
         count, found_count, dense = len(live), 0, False
         for token in range(cells.shape[0]):
-            table = tables[token]
+            table, probed = tables[token], cells[token]
             seen = 0  # documents this token's rows touched so far, listed in touched[:seen]
-            for j in range(cells.shape[1]):
-                cell, cell_score = cells[token, j], cell_scores[token, j]
+            for j in range(len(probed)):
+                cell, cell_score = probed[j], cell_scores[token, j]
                 if cell < 0:  # the token probes fewer lists than the widest
                     break
-                _prefetch_list(cells[token], j, ivf_offsets, row_docs, stored)
+                _prefetch_list(probed, j, ivf_offsets, row_docs, stored)
                 for row in range(ivf_offsets[cell], ivf_offsets[cell + 1]):
                     if kind == 1:
                         score = _float16_row_score(stored, table, row)
