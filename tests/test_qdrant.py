@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,10 @@ def test_qdrant_local_mode_matches_exact_search(index: Index, tmp_path: Path) ->
         assert export_index(index, client, "latepool", shard_number=2).written == 300
         exact = search_qdrant(client, "latepool", queries, 10, prefetch=None)
         prefetched = search_qdrant(client, "latepool", queries, 10, prefetch=300)
+        token = client.get_collection("latepool").config.params.vectors["token"]
     finally:
         client.close()
+    assert token.quantization_config.scalar.type == "int8"  # the graph walks int8 copies (a server's setting)
     for theirs in (exact, prefetched):
         assert ids(theirs) == ids(ours)
         assert [h.score for r in theirs for h in r] == pytest.approx([h.score for r in ours for h in r], abs=1e-4)
@@ -94,7 +97,7 @@ def test_qdrant_local_mode_matches_exact_search(index: Index, tmp_path: Path) ->
 
 def test_qdrant_edge_matches_exact_search_and_prefetches(index: Index, tmp_path: Path) -> None:
     pytest.importorskip("qdrant_edge")
-    from latepool.index.qdrant import export_edge, search_edge
+    from latepool.index.qdrant import EdgeCollection, export_edge, point_id, search_edge
 
     queries = topical(8, 4, seed=5)
     ours = index.search_embeddings(queries, 10, candidates=False)
@@ -103,8 +106,13 @@ def test_qdrant_edge_matches_exact_search_and_prefetches(index: Index, tmp_path:
         exact = search_edge(shard, queries, 10, prefetch=None)
         everything = search_edge(shard, queries, 10, prefetch=300)
         narrow = search_edge(shard, queries, 10, prefetch=60)
+        best, more = (EdgeCollection(shard).candidates(queries[0], limit) for limit in (5, 60))
     finally:
         shard.close()
+    assert len(more) == len(set(more)) == 60 and more[:5] == best  # best first: a longer list extends a shorter
+    config = json.loads((tmp_path / "edge" / "edge_config.json").read_text())
+    assert config["vectors"]["token"]["quantization_config"]["scalar"]["type"] == "int8"
+    assert set(more) <= {point_id(f"doc-{i}") for i in range(300)}
     for theirs in (exact, everything):
         assert ids(theirs) == ids(ours)
         assert [h.score for r in theirs for h in r] == pytest.approx([h.score for r in ours for h in r], abs=1e-4)

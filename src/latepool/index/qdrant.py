@@ -6,8 +6,9 @@ Each document is one document point and one vector point per pooled vector:
   dot products (latepool's MaxSim; no graph, it only rescores), and the payload: the document id,
   a fingerprint of its vectors and how many there are. Its id is a UUID of the document id whose
   low 16 bits are zero (:func:`point_id`).
-- vector point ``j`` holds one vector, ``token``, under Qdrant's HNSW graph; its id is the document
-  point's plus ``j + 1``, so a vector hit names its document without a payload read.
+- vector point ``j`` holds one vector, ``token``, under Qdrant's HNSW graph (built and walked on int8
+  copies, a hit rescored on the float32 vector); its id is the document point's plus ``j + 1``, so a
+  vector hit names its document without a payload read.
 
 A search finds candidates inside Qdrant, then rescores them exactly. Each query token (only
 near-identical ones merged: :func:`~latepool.index.search.merge_tokens` at
@@ -26,7 +27,8 @@ that are new or whose fingerprint changed and removes those the index no longer 
 vector points are written before its document point, which carries the fingerprint: a rerun after
 an interruption writes again every document whose document point is missing, onto the same vector
 point ids. A rerun after ``index add`` / ``delete`` brings the collection up to date.
-:class:`QdrantCollection` is what the server searches through (and keeps in step with the index's writes).
+:class:`QdrantCollection` is what the server searches through (and keeps in step with the index's writes);
+:class:`EdgeCollection` is the same for a Qdrant Edge shard. Their ``candidates`` is the candidate stage alone.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ MULTIVECTOR, TOKEN = "colbert", "token"
 FINGERPRINT, VECTORS = "fingerprint", "vectors"  # payload fields: what the vectors were written from, how many
 MAX_VECTORS = (1 << 16) - 1  # a document's vector points take the low 16 bits of its point id
 GRAPH_M, GRAPH_EF_CONSTRUCT = 16, 100  # the token graph's HNSW settings
+# The token graph walks int8 copies of its vectors (scalar quantization, clipped at this quantile),
+# kept in memory; a search's hits are then rescored on the float32 vectors, so their scores are exact.
+TOKEN_INT8_QUANTILE = 0.99
 TOKEN_HITS = 100  # search default: the graph's nearest vectors per query token
 HNSW_EF_FACTOR = 2  # the graph search's candidate list, per hit asked for
 TOKEN_MERGE_SIMILARITY = 0.97  # query tokens merged before the graph search: only near-identical ones
@@ -253,17 +258,29 @@ class _Points:
         """Delete documents by document id."""
         self.remove([point_id(i) for i in ids])
 
+    def candidates(self, query: Tensor, limit: int) -> list[str]:
+        """The candidate stage alone: the document point ids the query tokens' graph hits rank best.
+
+        Args:
+            query: One ``(len, dim)`` query.
+            limit: Documents to return (fewer when the tokens' hits name fewer).
+
+        Returns:
+            Document point ids (see :func:`point_id`), best first by :func:`rank_documents`.
+        """
+        representatives, weights = merge_tokens(query, TOKEN_MERGE_SIMILARITY)
+        with self._guard():
+            hits = self._nearest_documents(query[representatives].float().tolist(), self.token_hits)
+        return self._point_ids(rank_documents(hits, weights.tolist(), limit))
+
     def search(self, queries: list[Tensor], k: int = 10) -> list[list[Hit]]:
         """Top-k documents of each ``(len, dim)`` query (module docstring)."""
         results = []
-        with self._guard():
-            for query in queries:
+        for query in queries:
+            among = self.candidates(query, max(self.prefetch, k)) if self.prefetch else None
+            if among is not None and len(among) < k:  # a tiny collection: scan it
                 among = None
-                if self.prefetch:
-                    representatives, weights = merge_tokens(query, TOKEN_MERGE_SIMILARITY)
-                    hits = self._nearest_documents(query[representatives].float().tolist(), self.token_hits)
-                    among = self._point_ids(rank_documents(hits, weights.tolist(), max(self.prefetch, k)))
-                    among = among if len(among) >= k else None  # a tiny collection: scan it
+            with self._guard():
                 results.append(self._maxsim(query.float().tolist(), k, among))
         return results
 
@@ -322,6 +339,11 @@ def export_index(
                         size=dim,
                         distance=models.Distance.DOT,
                         hnsw_config=models.HnswConfigDiff(m=GRAPH_M, ef_construct=GRAPH_EF_CONSTRUCT),
+                        quantization_config=models.ScalarQuantization(
+                            scalar=models.ScalarQuantizationConfig(
+                                type=models.ScalarType.INT8, quantile=TOKEN_INT8_QUANTILE, always_ram=True
+                            )
+                        ),
                     ),
                 },
                 shard_number=shard_number,
@@ -413,7 +435,9 @@ class QdrantCollection(_Points):
     def _nearest_documents(self, tokens, limit):
         from qdrant_client import models
 
-        search = models.SearchParams(hnsw_ef=int(limit * HNSW_EF_FACTOR))
+        search = models.SearchParams(
+            hnsw_ef=int(limit * HNSW_EF_FACTOR), quantization=models.QuantizationSearchParams(rescore=True)
+        )
         requests = [models.QueryRequest(query=t, using=TOKEN, limit=limit, params=search) for t in tokens]
         responses = self.client.query_batch_points(self.collection, requests=requests)
         # ids come as UUID strings: the document's is the same less its last four hex digits
@@ -484,8 +508,16 @@ def search_qdrant(
     return QdrantCollection.open(client, collection, dim, prefetch, token_hits).search(queries, k)
 
 
-class _EdgeShard(_Points):
-    """A Qdrant Edge shard :func:`export_edge` wrote."""
+class EdgeCollection(_Points):
+    """A Qdrant Edge shard :func:`export_edge` wrote, searched as :class:`QdrantCollection` searches a collection.
+
+    Example::
+
+        >>> shard = export_edge(Index.open("sample.idx"), "sample.edge")  # doctest: +SKIP
+        >>> query = index.encode_queries(["what is pooling?"])[0]  # doctest: +SKIP
+        >>> len(EdgeCollection(shard, token_hits=200).candidates(query, 800))  # doctest: +SKIP
+        800
+    """
 
     def __init__(self, shard: Any, prefetch: int | None = PREFETCH, token_hits: int = TOKEN_HITS) -> None:
         self.shard, self.prefetch, self.token_hits = shard, prefetch, token_hits
@@ -514,9 +546,9 @@ class _EdgeShard(_Points):
         )
 
     def _nearest_documents(self, tokens, limit):
-        from qdrant_edge import Query, QueryBatchRequest, QueryRequest, SearchParams
+        from qdrant_edge import QuantizationSearchParams, Query, QueryBatchRequest, QueryRequest, SearchParams
 
-        search = SearchParams(hnsw_ef=int(limit * HNSW_EF_FACTOR))
+        search = SearchParams(hnsw_ef=int(limit * HNSW_EF_FACTOR), quantization=QuantizationSearchParams(rescore=True))
         requests = [QueryRequest(limit=limit, query=Query.Nearest(t, using=TOKEN), params=search) for t in tokens]
         hits = self.shard.query_batch(QueryBatchRequest(requests))
         # ids come as uuid.UUID: the document's is the same with its low 16 bits zero
@@ -560,7 +592,7 @@ def export_edge(
         raise ValueError("give the documents' dim when exporting batches")
     require("qdrant-edge", "Qdrant Edge export")
     shard = _open_or_create_shard(Path(path), dim)
-    _sync(source, _EdgeShard(shard), batch_size)
+    _sync(source, EdgeCollection(shard), batch_size)
     shard.flush()
     shard.optimize()
     return shard
@@ -573,8 +605,11 @@ def _open_or_create_shard(path: Path, dim: int) -> Any:
         EdgeShard,
         EdgeVectorParams,
         HnswIndexConfig,
+        Memory,
         MultiVectorComparator,
         MultiVectorConfig,
+        ScalarQuantizationConfig,
+        ScalarType,
     )
 
     if path.is_dir() and any(path.iterdir()):
@@ -594,6 +629,9 @@ def _open_or_create_shard(path: Path, dim: int) -> Any:
                 size=dim,
                 distance=Distance.Dot,
                 hnsw_config=HnswIndexConfig(m=GRAPH_M, ef_construct=GRAPH_EF_CONSTRUCT, full_scan_threshold=10_000),
+                quantization_config=ScalarQuantizationConfig(
+                    ScalarType.Int8, quantile=TOKEN_INT8_QUANTILE, memory=Memory.Pinned
+                ),
             ),
         }
     )
@@ -604,4 +642,4 @@ def search_edge(
     shard: Any, queries: list[Tensor], k: int = 10, prefetch: int | None = PREFETCH, token_hits: int = TOKEN_HITS
 ) -> list[list[Hit]]:
     """:func:`search_qdrant` on a Qdrant Edge shard written by :func:`export_edge`."""
-    return _EdgeShard(shard, prefetch, token_hits).search(queries, k)
+    return EdgeCollection(shard, prefetch, token_hits).search(queries, k)
