@@ -10,7 +10,8 @@ document, peak RSS, then single-query latency and recall per setting):
   per pooled vector under HNSW beside each document's multivector. Each query token takes its
   ``token_hits`` nearest vectors, documents are ranked by the sum of their best vectors' margins
   over each token's last hit, and the best ``prefetch`` are rescored by exact MaxSim. Also the cost
-  of exporting again unchanged (the idempotent check alone).
+  of exporting again unchanged (the idempotent check alone), and the candidate stage alone against
+  exact search (:func:`graph_reach`: how much of the top 10 the graph's hits can reach at all).
 - ``muvera``: the document's MUVERA encoding (:mod:`latepool.index.fde`) under HNSW prefetches
   ``prefetch`` documents, Qdrant rescores them by exact MaxSim (latepool's previous default).
 - ``codes``: one point per document with a sparse vector of its vectors' k-means centroid ids (an
@@ -55,11 +56,13 @@ SEARCHES = {  # per design: the search settings measured (the first is the defau
         {"prefetch": 400, "token_hits": 100},
         {"prefetch": 600, "token_hits": 150},
         {"prefetch": 1200, "token_hits": 100},
+        {"prefetch": 1200, "token_hits": 400},
     ],
     "muvera": [{"prefetch": 100}, {"prefetch": 1000}],
     "codes": [{"probes": 16, "limit": 1000}, {"probes": 16, "limit": 2000}],
     "latepool": [{}],
 }
+REACH_TOKEN_HITS = (100, 200, 400)  # graph_reach: the candidate stage alone at these token_hits
 
 
 def index_centroids(documents: list[torch.Tensor]) -> torch.Tensor:
@@ -97,6 +100,49 @@ def search_graph(shard, query, prefetch: int, token_hits: int) -> list[int]:
     from latepool.index.qdrant import search_edge
 
     return [int(hit.id) for hit in search_edge(shard, [query], 10, prefetch=prefetch, token_hits=token_hits)[0]]
+
+
+def graph_reach(shard, documents, queries, truth, rescored: int = 800) -> dict:
+    """Why the graph design finds what it finds: the candidate stage alone, against exact search.
+
+    Per ``token_hits`` of :data:`REACH_TOKEN_HITS`: the share of each query's exact top 10 among all
+    the documents its tokens' hits name (what no prefetch could raise) and among the best
+    ``rescored``, and the candidate stage's median ms. Then, per query token (the representatives
+    the search asks the graph for), the share of the documents of its exact 100 nearest vectors
+    among the documents of its 100 graph hits.
+    """
+    from latepool.index.qdrant import TOKEN_MERGE_SIMILARITY, EdgeCollection, point_id
+    from latepool.index.search import merge_tokens
+
+    keys = [point_id(str(number)) for number in range(len(documents))]
+    rows = []
+    for token_hits in REACH_TOKEN_HITS:
+        collection, reach, best, latencies = EdgeCollection(shard, token_hits=token_hits), 0, 0, []
+        for query, expected in zip(queries, truth):
+            started = time.perf_counter()
+            found = collection.candidates(query, len(documents))
+            latencies.append((time.perf_counter() - started) * 1000)
+            wanted = {keys[number] for number in expected}
+            reach, best = reach + len(wanted & set(found)), best + len(wanted & set(found[:rescored]))
+        scale = 10 * len(queries)
+        rows.append(
+            {"token_hits": token_hits, "reach": reach / scale, "best": best / scale, "ms": statistics.median(latencies)}
+        )
+    flat = torch.cat(documents).float()
+    owner = torch.repeat_interleave(torch.arange(len(documents)), torch.tensor([len(d) for d in documents]))
+    collection, shares = EdgeCollection(shard, token_hits=100), []
+    for query in queries:
+        tokens = query[merge_tokens(query, TOKEN_MERGE_SIMILARITY)[0]].float()
+        values, rows_of = [], []
+        for start in range(0, len(flat), 1_000_000):  # the exact 100 nearest vectors, a million at a time
+            top = (tokens @ flat[start : start + 1_000_000].T).topk(100, dim=1)
+            values.append(top.values)
+            rows_of.append(top.indices + start)
+        nearest = torch.cat(rows_of, 1).gather(1, torch.cat(values, 1).topk(100, dim=1).indices)
+        for token, rows_near in zip(tokens, nearest):
+            exact = {keys[number] for number in owner[rows_near].tolist()}
+            shares.append(len(exact & set(collection.candidates(token[None], 100))) / len(exact))
+    return {"rows": rows, "token_recall": statistics.mean(shares)}
 
 
 def export_muvera(documents, path: Path) -> dict:
@@ -243,15 +289,17 @@ def run_design(design: str, data_file: Path, shard_dir: Path) -> dict:
         rows.append(
             {"settings": settings, "recall": found / (10 * len(queries)), "median_ms": statistics.median(latencies)}
         )
+    size, peak = len(documents), peak_rss_bytes()  # before graph_reach's exact nearest vectors
+    reach = graph_reach(shard, documents, queries, truth) if design == "graph" else None
     if hasattr(shard, "close"):
         shard.close()
-    size = len(documents)
     return {
         **exported,
         "documents_per_s": size / exported["export_s"],
         "bytes_per_document": directory_bytes(shard_dir) / size,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak,
         "rows": rows,
+        "reach": reach,
     }
 
 
@@ -310,6 +358,17 @@ def main() -> None:
                 f"{result['bytes_per_document'] / 1024:>7.1f} {result['peak_rss_bytes'] / 1e6:>7,.0f}MB  {rows}{again}",
                 flush=True,
             )
+            if result["reach"]:
+                reach = "; ".join(
+                    f"token_hits {r['token_hits']}: {r['reach']:.3f} / {r['best']:.3f} in {r['ms']:.1f} ms"
+                    for r in result["reach"]["rows"]
+                )
+                print(
+                    f"{'':<8} candidate stage, exact top 10 among all candidates / the best 800: {reach}; "
+                    f"a query token's 100 graph hits hold {result['reach']['token_recall']:.3f} of the documents "
+                    "of its exact 100 nearest vectors",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
