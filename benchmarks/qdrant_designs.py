@@ -107,15 +107,12 @@ def graph_reach(shard, documents, queries, truth, rescored: int = 800) -> dict:
 
     Per ``token_hits`` of :data:`REACH_TOKEN_HITS`: the share of each query's exact top 10 among all
     the documents its tokens' hits name (what no prefetch could raise) and among the best
-    ``rescored``, and the candidate stage's median ms. Then, per query token (the representatives
-    the search asks the graph for), the share of the documents of its exact 100 nearest vectors
-    among the documents of its 100 graph hits.
+    ``rescored``, and the candidate stage's median ms. Then :func:`token_recall`.
     """
-    from latepool.index.qdrant import TOKEN_MERGE_SIMILARITY, EdgeCollection, point_id
-    from latepool.index.search import merge_tokens
+    from latepool.index.qdrant import EdgeCollection, point_id
 
     keys = [point_id(str(number)) for number in range(len(documents))]
-    rows = []
+    rows, scale = [], 10 * len(queries)
     for token_hits in REACH_TOKEN_HITS:
         collection, reach, best, latencies = EdgeCollection(shard, token_hits=token_hits), 0, 0, []
         for query, expected in zip(queries, truth):
@@ -124,25 +121,37 @@ def graph_reach(shard, documents, queries, truth, rescored: int = 800) -> dict:
             latencies.append((time.perf_counter() - started) * 1000)
             wanted = {keys[number] for number in expected}
             reach, best = reach + len(wanted & set(found)), best + len(wanted & set(found[:rescored]))
-        scale = 10 * len(queries)
         rows.append(
             {"token_hits": token_hits, "reach": reach / scale, "best": best / scale, "ms": statistics.median(latencies)}
         )
-    flat = torch.cat(documents).float()
+    return {"rows": rows, "token_recall": token_recall(shard, documents, queries, keys)}
+
+
+def token_recall(shard, documents, queries, keys: list[str], count: int = 100) -> float:
+    """Per query token the search asks the graph for (the representatives), the share of the documents
+    of its exact ``count`` nearest vectors among the documents of its ``count`` graph hits, averaged."""
+    from latepool.index.qdrant import TOKEN_MERGE_SIMILARITY, EdgeCollection
+    from latepool.index.search import merge_tokens
+
+    vectors = torch.cat(documents).float()
     owner = torch.repeat_interleave(torch.arange(len(documents)), torch.tensor([len(d) for d in documents]))
-    collection, shares = EdgeCollection(shard, token_hits=100), []
+    collection, shares = EdgeCollection(shard, token_hits=count), []
     for query in queries:
         tokens = query[merge_tokens(query, TOKEN_MERGE_SIMILARITY)[0]].float()
-        values, rows_of = [], []
-        for start in range(0, len(flat), 1_000_000):  # the exact 100 nearest vectors, a million at a time
-            top = (tokens @ flat[start : start + 1_000_000].T).topk(100, dim=1)
-            values.append(top.values)
-            rows_of.append(top.indices + start)
-        nearest = torch.cat(rows_of, 1).gather(1, torch.cat(values, 1).topk(100, dim=1).indices)
-        for token, rows_near in zip(tokens, nearest):
-            exact = {keys[number] for number in owner[rows_near].tolist()}
-            shares.append(len(exact & set(collection.candidates(token[None], 100))) / len(exact))
-    return {"rows": rows, "token_recall": statistics.mean(shares)}
+        for token, rows in zip(tokens, nearest_vectors(tokens, vectors, count)):
+            exact = {keys[number] for number in owner[rows].tolist()}
+            shares.append(len(exact & set(collection.candidates(token[None], count))) / len(exact))
+    return statistics.mean(shares)
+
+
+def nearest_vectors(tokens: torch.Tensor, vectors: torch.Tensor, count: int, chunk: int = 1_000_000) -> torch.Tensor:
+    """Rows of the ``count`` vectors with the largest dot product per token, a chunk of vectors at a time."""
+    scores, rows = [], []
+    for start in range(0, len(vectors), chunk):
+        top = (tokens @ vectors[start : start + chunk].T).topk(count, dim=1)
+        scores.append(top.values)
+        rows.append(top.indices + start)
+    return torch.cat(rows, 1).gather(1, torch.cat(scores, 1).topk(count, dim=1).indices)
 
 
 def export_muvera(documents, path: Path) -> dict:
